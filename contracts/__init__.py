@@ -1,0 +1,1 @@
+"""Stekker's contracts: msgspec Structs and subject names only, no I/O (DESIGN §4)."""

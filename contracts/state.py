@@ -1,0 +1,89 @@
+"""Records kept in the KV buckets of DESIGN §5. Structs only; the bus stores their JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import msgspec
+
+from contracts.registry import MemberProfile, SiteCapacity
+from contracts.takeover import PlanItem
+from contracts.workload import Assignment, DecisionRecord, WorkloadSpec
+
+PlacementState = Literal["pending", "placed", "running", "degraded", "unplaceable", "released"]
+ReplicaState = Literal["assigned", "running", "failed", "released"]
+
+
+class MemberRecord(msgspec.Struct, kw_only=True):
+    """`fed_members/<member>`: the newest verified announcement."""
+
+    profile: MemberProfile
+    announced_at: dt.datetime
+    msg_id: str
+
+
+class CapacityRecord(msgspec.Struct, kw_only=True):
+    """`fed_capacity/<member>`: the newest capacity report."""
+
+    member: str
+    sites: list[SiteCapacity]
+    reported_at: dt.datetime
+
+
+class ReplicaStatus(msgspec.Struct, kw_only=True):
+    member: str
+    site: str
+    state: ReplicaState = "assigned"
+    since: dt.datetime | None = None
+    detail: str = ""
+
+
+class PlacementRecord(msgspec.Struct, kw_only=True):
+    """`fed_placements/<workload>`: created once by CAS; every change at a known revision."""
+
+    spec: WorkloadSpec
+    state: PlacementState
+    generation: int = 0
+    assignments: list[Assignment] = []
+    replicas: list[ReplicaStatus] = []
+    decision: DecisionRecord | None = None
+    submitted_by: str = ""
+    submitted_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    # Set once the placed event for this generation is on FED (the publish after the CAS).
+    published_generation: int = 0
+    history: list[str] = []
+
+
+class DownDecision(msgspec.Struct, kw_only=True):
+    """`fed_decisions/down.<member>`: the one declaration per epoch, won by CAS."""
+
+    member: str
+    state: Literal["down", "recovered"]
+    epoch: int
+    declared_by: str
+    declared_at: dt.datetime
+    observers: list[str] = []
+    replaced: bool = False
+
+
+class SagaRecord(msgspec.Struct, kw_only=True):
+    """`fed_sagas/<saga>`: a takeover's progress, step by step, resumable."""
+
+    saga: str
+    member: str
+    coordinator: str
+    reason: str
+    drill: bool
+    state: Literal["planning", "approving", "running", "completed", "failed"] = "planning"
+    plan_hash: str = ""
+    # member -> msg id of its counted approval (the bus verified its signature).
+    approvals: dict[str, str] = {}
+    steps: list[dict[str, object]] = []
+    report: dict[str, object] | None = None
+    started_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    # The plan whose hash the approvers signed, and the approvals it needs.
+    plan: list[PlanItem] = []
+    quorum: int = 0

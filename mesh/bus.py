@@ -1,0 +1,449 @@
+"""The federation bus: signed publishing, verified consuming, KV and object state.
+
+This is the only module (with the rest of `mesh/`) that speaks NATS. Services get a
+`Bus` and see decoded, verified events; a message that fails verification never reaches
+them: it is acked away and reported as a `security.violation.v1` (invariant 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from opentelemetry import trace
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from contracts.base import Event
+from contracts.security import SecurityViolation
+from mesh import layout
+from mesh.envelope import H_MEMBER, H_MSG_ID, H_TYPE, Envelope, open_message, seal
+from mesh.errors import NotConnected, Rejected, RetryableError, TerminalError
+from mesh.keys import Identity
+from mesh.observability import extract, inject, logger, tracer
+from mesh.trust import TrustStore
+
+Handler = Callable[[Event, Envelope], Awaitable[None]]
+log = logger("mesh.bus")
+
+
+@dataclass
+class Consumer:
+    """A running consume loop; `stop()` ends it."""
+
+    name: str
+    task: asyncio.Task[None]
+    handled: int = 0
+    rejected: int = 0
+    errors: int = 0
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+class Bus:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        identity: Identity | None,
+        trust: TrustStore,
+        service: str = "",
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.identity = identity
+        self.trust = trust
+        self.service = service
+        self._kv: dict[str, KeyValue] = {}
+        self._consumers: list[Consumer] = []
+        self._subs: list[Any] = []
+
+    # -- connection -------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: Sequence[str],
+        *,
+        identity: Identity | None = None,
+        trust: TrustStore | None = None,
+        service: str = "",
+        name: str = "stekker",
+        connect_timeout_s: float = 20.0,
+        reconnect: bool = True,
+    ) -> Bus:
+        """Connect with retries (tenacity); raises NotConnected after the bound."""
+
+        async def _error_cb(exc: Exception) -> None:
+            log.debug("nats error", error=str(exc))
+
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(connect_timeout_s),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                retry=retry_if_exception_type((OSError, nats.errors.Error, TimeoutError)),
+                reraise=True,
+            ):
+                with attempt:
+                    # nats-py's own reconnect loop also governs the first connect and never
+                    # gives up with unlimited attempts: bound each attempt ourselves.
+                    nc = await asyncio.wait_for(
+                        nats.connect(
+                            servers=list(servers),
+                            name=name,
+                            connect_timeout=2,
+                            allow_reconnect=reconnect,
+                            max_reconnect_attempts=-1 if reconnect else 0,
+                            reconnect_time_wait=0.5,
+                            error_cb=_error_cb,
+                        ),
+                        timeout=min(5.0, connect_timeout_s),
+                    )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise NotConnected(f"cannot reach NATS at {', '.join(servers)}: {exc}") from None
+        return cls(nc, identity=identity, trust=trust or TrustStore(), service=service)
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        self._consumers.clear()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        # Everything published was acked by JetStream already: a plain close loses nothing,
+        # where a drain would wait on the pull subscriptions' pending fetches.
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    @property
+    def member(self) -> str:
+        if self.identity is None:
+            raise TerminalError("this connection has no member identity to sign with")
+        return self.identity.member
+
+    # -- state layout -----------------------------------------------------------------
+
+    async def provision(self, replicas: int) -> None:
+        """Create the streams, buckets and object store of DESIGN §5 if absent."""
+        replicas = max(1, min(3, replicas))
+        for spec in layout.STREAMS:
+            config = StreamConfig(
+                name=spec.name,
+                description=spec.description,
+                subjects=spec.subjects,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                max_age=spec.max_age_s,
+                max_msgs_per_subject=spec.max_msgs_per_subject,
+                deny_delete=spec.append_only,
+                deny_purge=spec.append_only,
+                duplicate_window=spec.duplicate_window_s,
+                allow_direct=True,
+            )
+            await self._retry_js(functools.partial(self._ensure_stream, config))
+        for bucket in layout.BUCKETS:
+            kv_config = KeyValueConfig(
+                bucket=bucket.name,
+                description=bucket.description,
+                history=bucket.history,
+                replicas=replicas,
+                storage=StorageType.FILE,
+            )
+            await self._retry_js(functools.partial(self._ensure_bucket, kv_config))
+        obj_config = ObjectStoreConfig(
+            bucket=layout.OBJ_DATA, replicas=replicas, storage=StorageType.FILE
+        )
+        await self._retry_js(lambda: self._ensure_objects(obj_config))
+
+    async def _ensure_bucket(self, config: KeyValueConfig) -> None:
+        # An existing bucket is left as it is, whatever replicas it was made with.
+        try:
+            await self.js.key_value(config.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            await self.js.create_key_value(config=config)
+
+    async def _ensure_objects(self, config: ObjectStoreConfig) -> None:
+        try:
+            await self.js.object_store(config.bucket or "")
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+            await self.js.create_object_store(config.bucket or layout.OBJ_DATA, config=config)
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name or "")
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # Created by another process at the same moment.
+                await self.js.stream_info(config.name or "")
+
+    async def _retry_js(self, op: Callable[[], Awaitable[Any]], bound_s: float = 30.0) -> Any:
+        """JetStream answers 'no responders'/timeouts while a cluster elects its leaders."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(bound_s),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            retry=retry_if_exception_type(
+                (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                 nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await op()
+        return None  # pragma: no cover - AsyncRetrying either returns or raises
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self._retry_js(lambda: self.js.key_value(bucket))
+        return self._kv[bucket]
+
+    async def objects(self) -> ObjectStore:
+        store: ObjectStore = await self._retry_js(lambda: self.js.object_store(layout.OBJ_DATA))
+        return store
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(
+        self, event: Event, *, msg_id: str | None = None, timeout: float = 10.0
+    ) -> int:
+        """Sign and publish to JetStream; returns the stream sequence. Retries briefly."""
+        if self.identity is None:
+            raise TerminalError("cannot publish without a member identity")
+        type_name = type(event).type_name()
+        subject = type(event).subject(self.identity.member, event.target())
+        body = msgspec.json.encode(event)
+        headers = seal(self.identity, subject, type_name, body, msg_id=msg_id)
+        # A producer span per message; its context rides in `traceparent`, so the consumer's
+        # span (and whatever that publishes in turn) joins the same trace.
+        with tracer().start_as_current_span(
+            f"publish {type_name}", kind=trace.SpanKind.PRODUCER
+        ) as span:
+            span.set_attribute("messaging.destination", subject)
+            span.set_attribute("messaging.message.id", headers["Nats-Msg-Id"])
+            inject(headers)
+            ack = await self._retry_js(
+                lambda: self.js.publish(subject, body, headers=headers, timeout=timeout),
+                bound_s=timeout * 2,
+            )
+        return int(ack.seq)
+
+    # -- consuming --------------------------------------------------------------------
+
+    async def consume(
+        self,
+        handler: Handler,
+        *,
+        subjects: Sequence[str],
+        durable: str | None,
+        stream: str = layout.FED,
+        deliver: str = "all",
+        window_s: float | None = None,
+        max_deliver: int = 8,
+        ack_wait_s: float = 30.0,
+        batch: int = 64,
+    ) -> Consumer:
+        """A pull consumer on `stream` filtered to `subjects`.
+
+        A shared `durable` name gives queue semantics across processes (one scheduler in
+        the federation handles each submission); `durable=None` is an ephemeral reader.
+        `window_s` is the replay window between Fed-Time and the time the stream stored the
+        message; None keeps the default of the envelope module.
+        """
+        config = ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=DeliverPolicy.NEW if deliver == "new" else DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            filter_subjects=list(subjects) if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            inactive_threshold=None if durable else 60.0,
+            max_ack_pending=1024,
+        )
+        info = await self._retry_js(lambda: self.js.add_consumer(stream, config))
+        psub = await self.js.pull_subscribe_bind(
+            durable=info.name, stream=stream, pending_msgs_limit=4096
+        )
+        name = durable or info.name
+        consumer = Consumer(name=name, task=asyncio.current_task())  # type: ignore[arg-type]
+        consumer.task = asyncio.create_task(
+            self._pull_loop(consumer, psub, handler, batch, window_s), name=f"consume:{name}"
+        )
+        self._consumers.append(consumer)
+        return consumer
+
+    async def _pull_loop(
+        self, consumer: Consumer, psub: Any, handler: Handler, batch: int,
+        window_s: float | None,
+    ) -> None:
+        while not consumer.stopping.is_set():
+            try:
+                msgs = await psub.fetch(batch=batch, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: wait and go on
+                log.warning("fetch failed", consumer=consumer.name, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._dispatch(consumer, msg, handler, window_s)
+
+    async def _dispatch(
+        self, consumer: Consumer, msg: Msg, handler: Handler, window_s: float | None
+    ) -> None:
+        stored = msg.metadata.timestamp if msg.metadata else None
+        received = stored or dt.datetime.now(dt.UTC)
+        seq = msg.metadata.sequence.stream if msg.metadata else None
+        try:
+            event, envelope = self.verify(msg.subject, msg.headers, msg.data, received,
+                                          seq, window_s)
+        except Rejected as rejected:
+            consumer.rejected += 1
+            await self.report_violation(rejected, msg.subject, msg.headers or {})
+            await _settle(msg.term())
+            return
+        span_name = f"consume {envelope.type_name}"
+        with tracer().start_as_current_span(
+            span_name, context=extract(envelope.headers), kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.destination", msg.subject)
+            span.set_attribute("stekker.consumer", consumer.name)
+            try:
+                await handler(event, envelope)
+            except RetryableError as exc:
+                consumer.errors += 1
+                delay = min(2.0 ** (msg.metadata.num_delivered or 1) * 0.1, 5.0)
+                log.info("retrying later", consumer=consumer.name, error=str(exc), delay=delay)
+                await _settle(msg.nak(delay=delay))
+                return
+            except TerminalError as exc:
+                consumer.errors += 1
+                log.warning("refused", consumer=consumer.name, subject=msg.subject,
+                            error=str(exc))
+                await _settle(msg.term())
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                consumer.errors += 1
+                log.exception("handler failed", consumer=consumer.name, subject=msg.subject)
+                await _settle(msg.nak(delay=1.0))
+                return
+        consumer.handled += 1
+        await _settle(msg.ack())
+
+    def verify(
+        self,
+        subject: str,
+        headers: dict[str, str] | None,
+        body: bytes,
+        received: dt.datetime,
+        seq: int | None = None,
+        window_s: float | None = None,
+    ) -> tuple[Event, Envelope]:
+        kwargs: dict[str, Any] = {}
+        if window_s is not None:
+            kwargs["window_s"] = window_s if window_s > 0 else None
+        return open_message(subject, headers, body, self.trust, received=received,
+                            stream_seq=seq, **kwargs)
+
+    async def last_event(
+        self, subject: str, *, stream: str = layout.FED
+    ) -> tuple[Event, Envelope] | None:
+        """The newest stored message on `subject`, verified; None if none or refused.
+
+        Verification skips the replay window: an old message read back is not a replay.
+        """
+        try:
+            raw = await self.js.get_last_msg(stream, subject)
+        except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):
+            return None
+        received = raw.time if isinstance(raw.time, dt.datetime) else dt.datetime.now(dt.UTC)
+        try:
+            return self.verify(raw.subject or subject, dict(raw.headers or {}), raw.data or b"",
+                               received, raw.seq, window_s=0)
+        except Rejected:
+            return None
+
+    async def subscribe(self, subject: str, handler: Handler) -> None:
+        """A core (non-durable) subscription: every process sees every message live.
+
+        For fast signals every node must see, like heartbeats. Verified like the rest.
+        """
+
+        async def _on_msg(msg: Msg) -> None:
+            try:
+                event, envelope = self.verify(
+                    msg.subject, msg.headers, msg.data, dt.datetime.now(dt.UTC)
+                )
+            except Rejected as rejected:
+                await self.report_violation(rejected, msg.subject, msg.headers or {})
+                return
+            try:
+                await handler(event, envelope)
+            except Exception:
+                log.exception("handler failed", subject=msg.subject)
+
+        self._subs.append(await self.nc.subscribe(subject, cb=_on_msg))
+
+    async def report_violation(
+        self, rejected: Rejected, subject: str, headers: dict[str, str]
+    ) -> None:
+        """Record a refused message as a signed `security.violation.v1` (invariant 6)."""
+        log.warning("rejected message", reason=rejected.reason, subject=subject,
+                    detail=rejected.detail, claimed_member=headers.get(H_MEMBER))
+        if self.identity is None or not self.trust.is_member(self.identity.member):
+            return
+        offending = headers.get(H_MSG_ID)
+        violation = SecurityViolation(
+            reason=rejected.reason,
+            detail=rejected.detail[:500],
+            offending_subject=subject[:250],
+            claimed_member=headers.get(H_MEMBER),
+            claimed_type=headers.get(H_TYPE),
+            msg_id=offending,
+            service=self.service,
+        )
+        # One report per offending message and reporter, even if several consumers saw it.
+        msg_id = f"violation-{self.identity.member}-{offending}" if offending else None
+        try:
+            await self.publish(violation, msg_id=msg_id)
+        except Exception as exc:
+            log.error("could not report violation", error=str(exc))
+
+
+async def _settle(ack: Awaitable[Any]) -> None:
+    """Acks can fail when the connection drops; the message is then redelivered."""
+    with contextlib.suppress(Exception):
+        await ack

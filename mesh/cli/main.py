@@ -1,0 +1,52 @@
+"""`stekker`: the command line of the federation. Every command has --help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mesh.cli import common
+
+app = typer.Typer(
+    name="stekker",
+    help="Stekker: a federated control mesh for a sovereign European government cloud.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", envvar="STEKKER_DATA_DIR",
+        help="Folder of the local federation (default: ./.stekker).",
+    ),
+    nats: str | None = typer.Option(
+        None, "--nats", envvar="STEKKER_NATS",
+        help="NATS URL(s), comma-separated; default: the servers of `stekker up` here.",
+    ),
+    acting_as: str | None = typer.Option(
+        None, "--as", envvar="STEKKER_MEMBER",
+        help="Member whose key signs what this command publishes (default: first key).",
+    ),
+) -> None:
+    common.configure(data_dir, nats, acting_as)
+
+
+# Sub-commands register here, one line each.
+# -- commands --
+from mesh.cli import contracts_cmd, node_cmd  # noqa: E402
+
+node_cmd.register(app)
+app.add_typer(contracts_cmd.app, name="contracts")
+# -- end of commands --
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""`stekker node` and `stekker service`: run a member's services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import typer
+
+from mesh.bus import Bus
+from mesh.cli import common
+from mesh.errors import ConfigError, MeshError
+from mesh.keys import load_or_create_identity
+from mesh.runtime import Node, NodeContext, NodeSettings, configure, run_until_signalled
+from mesh.services import SERVICES, make_services
+from mesh.specfile import load_member_profile
+from mesh.trust import TrustStore
+
+DEMO_MEMBERS = Path("deploy/demo/members")
+
+
+def _profile_path(member: str, config: Path | None) -> Path:
+    if config is not None:
+        return config
+    local = common.settings().data_dir / "members" / f"{member}.toml"
+    return local if local.exists() else DEMO_MEMBERS / f"{member}.toml"
+
+
+async def _run(member: str, config: Path | None, services: list[str] | None,
+               settings: NodeSettings) -> None:
+    profile = load_member_profile(_profile_path(member, config))
+    if profile.id != member:
+        raise ConfigError(f"{config}: profile id {profile.id!r} is not {member!r}")
+    data_dir = common.settings().data_dir
+    identity = load_or_create_identity(data_dir / "keys", member)
+    trust = TrustStore()
+    # How long to keep trying to reach NATS at start (a cluster may still be electing).
+    connect_timeout = float(os.environ.get("STEKKER_CONNECT_TIMEOUT", "30"))
+    bus = await Bus.connect(common.servers(), identity=identity, trust=trust,
+                            service="node", name=f"stekker-node-{member}",
+                            connect_timeout_s=connect_timeout)
+    await bus.provision(settings.replicas)
+    ctx = NodeContext(bus=bus, identity=identity, profile=profile, data_dir=data_dir,
+                      settings=settings, trust=trust)
+    await run_until_signalled(Node(ctx, make_services(services)))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("node")
+    def node(
+        member: str = typer.Option(..., "--member", help="Member id this node runs for."),
+        config: Path | None = typer.Option(
+            None, "--config", help="Member profile (TOML); default: data folder or demo."
+        ),
+        driver: str = typer.Option("sim", "--driver", help="Agent driver: sim or process."),
+        heartbeat: float = typer.Option(1.0, "--heartbeat", help="Heartbeat interval, s."),
+        suspicion: float = typer.Option(3.0, "--suspicion", help="Silence before suspicion, s."),
+        replicas: int = typer.Option(1, "--replicas", help="Replicas for new streams (≤3)."),
+        services: str | None = typer.Option(
+            None, "--services", help=f"Comma-separated subset of: {', '.join(SERVICES)}."
+        ),
+    ) -> None:
+        """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
+        configure(f"node-{member}")
+        if driver not in ("sim", "process"):
+            common.fail(f"--driver must be sim or process, not {driver!r}")
+        settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
+                                driver=driver, replicas=replicas)
+        names = [s.strip() for s in services.split(",")] if services else None
+        try:
+            asyncio.run(_run(member, config, names, settings))
+        except MeshError as exc:
+            common.fail(str(exc))
+        except KeyboardInterrupt:
+            pass
+
+    @app.command("service")
+    def service(
+        name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
+        member: str = typer.Option(..., "--member", help="Member id this service runs for."),
+        config: Path | None = typer.Option(None, "--config", help="Member profile (TOML)."),
+        driver: str = typer.Option("sim", "--driver", help="Agent driver: sim or process."),
+    ) -> None:
+        """Run one service of a member as its own process (iam comes along for trust)."""
+        configure(f"{name}-{member}")
+        settings = NodeSettings(driver=driver)
+        try:
+            asyncio.run(_run(member, config, [name], settings))
+        except MeshError as exc:
+            common.fail(str(exc))
+        except KeyboardInterrupt:
+            pass

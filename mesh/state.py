@@ -1,0 +1,159 @@
+"""Typed KV buckets: msgspec records in, msgspec records out, CAS errors as our own.
+
+Services use these instead of nats-py's KeyValue, so that `mesh/` stays the only package
+that imports `nats`, and a lost compare-and-set is a `CasConflict` (retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from mesh.errors import CasConflict, TerminalError
+from mesh.observability import logger
+
+T = TypeVar("T")
+log = logger("mesh.state")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    key: str
+    value: T
+    revision: int
+
+
+class Bucket(Generic[T]):
+    def __init__(self, kv: KeyValue, record: type[T]) -> None:
+        self.kv = kv
+        self.record = record
+        self._decoder = msgspec.json.Decoder(record)
+
+    @property
+    def name(self) -> str:
+        return str(self.kv._name)
+
+    def _decode(self, key: str, raw: bytes | None) -> T:
+        try:
+            return self._decoder.decode(raw or b"")
+        except msgspec.DecodeError as exc:
+            raise TerminalError(f"{self.name}/{key}: unreadable record: {exc}") from None
+
+    async def get(self, key: str) -> Entry[T] | None:
+        try:
+            entry = await self.kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(key, self._decode(key, entry.value), entry.revision)
+
+    async def create(self, key: str, value: T) -> int:
+        """Create-only: raises CasConflict when the key exists already."""
+        try:
+            return int(await self.kv.create(key, msgspec.json.encode(value)))
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            raise CasConflict(f"{self.name}/{key} exists") from None
+
+    async def update(self, key: str, value: T, revision: int) -> int:
+        """Write only if the key is still at `revision`; raises CasConflict otherwise."""
+        try:
+            return int(await self.kv.update(key, msgspec.json.encode(value), last=revision))
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            raise CasConflict(f"{self.name}/{key} changed since revision {revision}") from None
+
+    async def put(self, key: str, value: T) -> int:
+        return int(await self.kv.put(key, msgspec.json.encode(value)))
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self.kv.delete(key)
+
+    async def keys(self) -> list[str]:
+        try:
+            return sorted(await self.kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+
+    async def items(self) -> list[Entry[T]]:
+        """Every live entry, read through a watcher (one round trip for all keys)."""
+        out: list[Entry[T]] = []
+        watcher = await self.kv.watchall(ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.value and entry.revision is not None:
+                    out.append(Entry(entry.key, self._decode(entry.key, entry.value),
+                                     entry.revision))
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        return sorted(out, key=lambda e: e.key)
+
+    async def modify(
+        self, key: str, change: Callable[[T | None], T | None], *, attempts: int = 20
+    ) -> Entry[T] | None:
+        """Read, change, write at the read revision; retry when someone else wrote first.
+
+        `change` gets the current value (None if absent) and returns the new one, or None
+        to leave the key as it is.
+        """
+        for _ in range(attempts):
+            current = await self.get(key)
+            new = change(current.value if current else None)
+            if new is None:
+                return current
+            try:
+                if current is None:
+                    revision = await self.create(key, new)
+                else:
+                    revision = await self.update(key, new, current.revision)
+            except CasConflict:
+                await asyncio.sleep(0)
+                continue
+            return Entry(key, new, revision)
+        raise CasConflict(f"{self.name}/{key}: too many concurrent writers")
+
+    async def watch(
+        self, callback: Callable[[Entry[T] | None, str], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Call back on every entry (the initial values, then changes) until cancelled.
+
+        The callback gets (entry, key); entry is None when the key was deleted.
+        """
+        watcher = await self.kv.watchall()
+
+        async def _run() -> None:
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        await callback(None, entry.key)
+                        continue
+                    try:
+                        value = self._decode(entry.key, entry.value)
+                    except TerminalError as exc:
+                        log.warning("skipping unreadable record", error=str(exc))
+                        continue
+                    await callback(Entry(entry.key, value, entry.revision or 0), entry.key)
+            except (asyncio.CancelledError, nats.errors.ConnectionClosedError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+
+        return asyncio.create_task(_run(), name=f"watch:{self.name}")
+
+
+async def bucket(bus: Any, name: str, record: type[T]) -> Bucket[T]:
+    return Bucket(await bus.kv(name), record)

@@ -1,0 +1,1 @@
+"""Drivers run workload instances on a member's platform. See `base.Driver`."""

@@ -1,0 +1,1 @@
+"""iam: the roster (genesis now; admission, suspension and rotation later) and trust."""

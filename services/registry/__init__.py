@@ -1,0 +1,1 @@
+"""registry: member announcements and capacity reports, materialised in KV."""

@@ -1,0 +1,49 @@
+"""One row per member for `stekker workload explain`: why it was chosen or not.
+
+Works from the `DecisionRecord` alone, so it can explain a decision long after the
+snapshot it was made from has changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.workload import DecisionRecord
+from services.scheduler.verdicts import by_member, ruling_failure
+
+
+def _best_site(record: DecisionRecord, member: str) -> str | None:
+    scored = {
+        key.split("/", 1)[1]: score
+        for key, score in record.scores.items()
+        if key.split("/", 1)[0] == member
+    }
+    return min(scored, key=lambda s: (-scored[s], s)) if scored else None
+
+
+def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
+    """Rows in member id order: member, site, passed, reason, detail, score, chosen."""
+    chosen = {a.member: a.site for a in record.chosen}
+    grouped = by_member(record.verdicts)
+    rows = []
+    for member in sorted(set(grouped) | set(chosen)):
+        failure = ruling_failure(grouped.get(member, []))
+        if failure is not None:
+            site = chosen.get(member, failure.site)
+            reason, detail, passed = failure.reason, failure.detail, False
+        else:
+            site = chosen.get(member) or _best_site(record, member)
+            reason, passed = None, True
+            detail = "chosen" if member in chosen else "feasible; replicas went to higher scores"
+        rows.append(
+            {
+                "member": member,
+                "site": site,
+                "passed": passed,
+                "reason": reason,
+                "detail": detail,
+                "score": record.scores.get(f"{member}/{site}") if passed else None,
+                "chosen": member in chosen,
+            }
+        )
+    return rows

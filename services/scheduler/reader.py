@@ -1,0 +1,182 @@
+"""Reading the federation's state from JetStream KV into a scheduler `Snapshot`.
+
+Public and stable: the scheduler, failover and takeover services all place workloads
+from the same view, so they call `load_snapshot` (or `read_state` when they re-place
+many workloads in a row and want to rebuild the snapshot as placements change).
+
+Sources (DESIGN §5):
+
+- `fed_members/<member>` (`MemberRecord`): profiles; the entry's revision is recorded as
+  `snapshot.revisions["members/<member>"]` so a decision can be re-checked later.
+- `fed_decisions/down.<member>` (`DownDecision`) with state "down": status "down".
+- `fed_sagas/<saga>` (`SagaRecord`): a non-drill saga in state "running" freezes its
+  member (status "frozen"); a drill never does, it leaves the source untouched.
+- `fed_placements/<workload>` (`PlacementRecord`): reserved capacity, counting every
+  record whose state is not in `exclude_status` (released/unplaceable reserve nothing).
+
+Members that the roster in force does not list as active are left out: only roster
+members may host (a suspended member's profile may linger in `fed_members`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from contracts.registry import MemberProfile
+from contracts.state import DownDecision, MemberRecord, PlacementRecord, SagaRecord
+from mesh import layout
+from mesh.observability import logger
+from mesh.state import Entry, bucket
+from services.scheduler.snapshot import Snapshot, snapshot_of
+
+log = logger("services.scheduler.reader")
+
+# Placement states that reserve no capacity.
+NOT_RESERVING: frozenset[str] = frozenset({"released", "unplaceable"})
+DOWN_PREFIX = "down."
+
+
+def member_statuses(
+    decisions: Mapping[str, DownDecision], sagas: Iterable[SagaRecord]
+) -> dict[str, str]:
+    """member → "down" | "frozen" for those that are not plainly active. Down wins."""
+    statuses: dict[str, str] = {}
+    for saga in sagas:
+        if saga.state == "running" and not saga.drill:
+            statuses[saga.member] = "frozen"
+    for decision in decisions.values():
+        if decision.state == "down":
+            statuses[decision.member] = "down"
+    return statuses
+
+
+@dataclass
+class FederationState:
+    """What `read_state` found; `snapshot()` turns it into a `Snapshot` (pure)."""
+
+    profiles: dict[str, MemberProfile]
+    statuses: dict[str, str]
+    member_revisions: dict[str, int]
+    revisions: dict[str, int]
+    placements: dict[str, Entry[PlacementRecord]] = field(default_factory=dict)
+
+    def snapshot(
+        self,
+        today: dt.date,
+        *,
+        exclude_status: Collection[str] = NOT_RESERVING,
+        placements: Iterable[PlacementRecord] | None = None,
+    ) -> Snapshot:
+        """The snapshot; `placements` overrides the records read (a failover updates them
+        one by one and rebuilds the snapshot so each decision sees the previous ones)."""
+        records = (
+            placements if placements is not None
+            else (e.value for e in self.placements.values())
+        )
+        reserving = [
+            (r.spec, list(r.assignments)) for r in records if r.state not in exclude_status
+        ]
+        return snapshot_of(
+            self.profiles,
+            today=today,
+            statuses=self.statuses,
+            placements=reserving,
+            revisions=self.revisions,
+            member_revisions=self.member_revisions,
+        )
+
+
+async def _raw_items(bus: Any, name: str) -> list[Entry[msgspec.Raw]]:
+    raw = await bucket(bus, name, msgspec.Raw)
+    return await raw.items()
+
+
+def _decode(entry: Entry[msgspec.Raw], record: type[Any], bucket_name: str) -> Any | None:
+    try:
+        return msgspec.json.decode(bytes(entry.value), type=record)
+    except msgspec.DecodeError as exc:
+        # One unreadable record must not stop every placement in the federation.
+        log.warning("skipping unreadable record", bucket=bucket_name, key=entry.key,
+                    error=str(exc))
+        return None
+
+
+async def read_state(bus: Any) -> FederationState:
+    """Read members, down decisions, sagas and placements (four KV scans)."""
+    active = set(bus.trust.member_ids()) if bus.trust.ready else None
+    profiles: dict[str, MemberProfile] = {}
+    member_revisions: dict[str, int] = {}
+    revisions: dict[str, int] = {}
+    for raw in await _raw_items(bus, layout.KV_MEMBERS):
+        member = _decode(raw, MemberRecord, layout.KV_MEMBERS)
+        if member is None:
+            continue
+        profile = member.profile
+        if profile.id != raw.key or (active is not None and profile.id not in active):
+            continue
+        profiles[profile.id] = profile
+        member_revisions[profile.id] = raw.revision
+        revisions[f"members/{profile.id}"] = raw.revision
+
+    decisions: dict[str, DownDecision] = {}
+    for raw in await _raw_items(bus, layout.KV_DECISIONS):
+        if not raw.key.startswith(DOWN_PREFIX):
+            continue  # leases and other decisions live in the same bucket
+        decision = _decode(raw, DownDecision, layout.KV_DECISIONS)
+        if decision is not None:
+            decisions[raw.key] = decision
+            if decision.state == "down":
+                revisions[f"decisions/{raw.key}"] = raw.revision
+
+    sagas: list[SagaRecord] = []
+    for raw in await _raw_items(bus, layout.KV_SAGAS):
+        saga = _decode(raw, SagaRecord, layout.KV_SAGAS)
+        if saga is not None:
+            sagas.append(saga)
+            if saga.state == "running" and not saga.drill:
+                revisions[f"sagas/{raw.key}"] = raw.revision
+
+    placement_entries: dict[str, Entry[PlacementRecord]] = {}
+    for raw in await _raw_items(bus, layout.KV_PLACEMENTS):
+        record = _decode(raw, PlacementRecord, layout.KV_PLACEMENTS)
+        if record is not None:
+            placement_entries[raw.key] = Entry(raw.key, record, raw.revision)
+
+    return FederationState(
+        profiles=profiles,
+        statuses=member_statuses(decisions, sagas),
+        member_revisions=member_revisions,
+        revisions=revisions,
+        placements=placement_entries,
+    )
+
+
+async def load_snapshot(
+    bus: Any,
+    *,
+    today: dt.date,
+    exclude_status: Collection[str] = NOT_RESERVING,
+) -> tuple[Snapshot, list[Entry[PlacementRecord]]]:
+    """The federation as a scheduler `Snapshot`, and every placement entry read.
+
+    `today` decides which certifications have expired. `exclude_status` lists placement
+    states whose records reserve no capacity (default: released and unplaceable). The
+    entries come back sorted by key, with their KV revisions, for CAS updates.
+    """
+    state = await read_state(bus)
+    entries = [state.placements[k] for k in sorted(state.placements)]
+    return state.snapshot(today, exclude_status=exclude_status), entries
+
+
+__all__ = [
+    "NOT_RESERVING",
+    "FederationState",
+    "load_snapshot",
+    "member_statuses",
+    "read_state",
+]

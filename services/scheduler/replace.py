@@ -1,0 +1,157 @@
+"""Failover re-placement, the pure part: which placements to move, in what order, how fast,
+and what the record looks like afterwards.
+
+The async shell (`service.SchedulerService`) reads the records, asks `decide` where the
+lost replicas go, and commits what `replaced_record` builds with compare-and-set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+
+from contracts.state import PlacementRecord, PlacementState, ReplicaStatus
+from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
+
+# Placement states that hold no replicas: nothing of theirs can be lost with a member.
+INACTIVE_STATES: frozenset[str] = frozenset({"released", "unplaceable"})
+
+
+def hit_by(record: PlacementRecord, member: str) -> bool:
+    """True when the placement has a replica on `member` (and so must be re-placed)."""
+    return record.state not in INACTIVE_STATES and any(
+        a.member == member for a in record.assignments
+    )
+
+
+def failover_order(records: Iterable[tuple[str, PlacementRecord]]) -> list[str]:
+    """Keys in the order failover re-places them: critical first, then the shortest RTO
+    (the tightest promise), then by id so every scheduler agrees on the order."""
+
+    def rank(item: tuple[str, PlacementRecord]) -> tuple[int, int, str]:
+        key, record = item
+        spec = record.spec
+        criticality = (
+            CRITICALITY_ORDER.index(spec.criticality)
+            if spec.criticality in CRITICALITY_ORDER
+            else len(CRITICALITY_ORDER)
+        )
+        return (criticality, spec.rto_seconds, key)
+
+    return [key for key, _ in sorted(records, key=rank)]
+
+
+def survivors(record: PlacementRecord, lost: str) -> list[Assignment]:
+    """The assignments that stay where they are when `lost` is gone."""
+    return [a for a in record.assignments if a.member != lost]
+
+
+def state_after(decision: DecisionRecord) -> PlacementState:
+    if not decision.chosen:
+        return "unplaceable"
+    return "degraded" if decision.degraded else "placed"
+
+
+def history_line(
+    generation: int, lost: str, before: list[Assignment], after: list[Assignment],
+    *, rto_s: float | None = None,
+) -> str:
+    """One short line per change, e.g. ``gen 2: failover from dommel → zuidas``."""
+    kept = {a.member for a in before}
+    new = [a.member for a in after if a.member not in kept]
+    if new:
+        target = ", ".join(new)
+    elif after:
+        target = "nowhere (degraded; survivors kept)"
+    else:
+        target = "nowhere (unplaceable)"
+    line = f"gen {generation}: failover from {lost} → {target}"
+    if rto_s is not None:
+        line += f" ({rto_s:.1f} s after down)"
+    return line
+
+
+def replaced_record(
+    record: PlacementRecord,
+    decision: DecisionRecord,
+    *,
+    lost: str,
+    now: dt.datetime,
+    rto_s: float | None = None,
+) -> PlacementRecord:
+    """The record after a failover decision: next generation, survivors' replica status
+    kept (they still run), new replicas "assigned", one history line more."""
+    generation = record.generation + 1
+    previous = {(r.member, r.site): r for r in record.replicas}
+    replicas = [
+        previous.get((a.member, a.site))
+        or ReplicaStatus(member=a.member, site=a.site, state="assigned", since=now)
+        for a in decision.chosen
+    ]
+    return PlacementRecord(
+        spec=record.spec,
+        state=state_after(decision),
+        generation=generation,
+        assignments=list(decision.chosen),
+        replicas=replicas,
+        decision=decision,
+        submitted_by=record.submitted_by,
+        submitted_at=record.submitted_at,
+        updated_at=now,
+        published_generation=record.published_generation,
+        history=[
+            *record.history,
+            history_line(generation, lost, survivors(record, lost), list(decision.chosen),
+                         rto_s=rto_s),
+        ],
+    )
+
+
+@dataclass
+class TokenBucket:
+    """A token bucket: `rate` tokens a second, at most `burst` saved up.
+
+    Pure: the caller passes the clock and sleeps for the delay `reserve` returns, so a
+    failover of thousands of workloads does not hammer the bus all at once.
+    """
+
+    rate: float
+    burst: float = 0.0
+    tokens: float = field(default=-1.0)
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError("rate must be positive")
+        if self.burst <= 0:
+            self.burst = max(1.0, self.rate)
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def reserve(self, now: float) -> float:
+        """Take one token; return how many seconds to wait before using it (0 = now)."""
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= 1.0
+        # A negative balance is a debt paid off at `rate`: wait until it is back to zero.
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def quorum_problem(
+    *, member: str, observers: Iterable[str], active: Collection[str], quorum: int
+) -> str | None:
+    """Why a member-down declaration is not backed by a quorum, or None when it is.
+
+    No member alone may declare another down (invariant 4): the evidence must name at
+    least `quorum` distinct active members other than the one declared down.
+    """
+    seen = set(observers)
+    valid = {o for o in seen if o in active and o != member}
+    if len(valid) < quorum:
+        return (
+            f"{len(valid)} valid observer(s) of {member} down "
+            f"({', '.join(sorted(valid)) or 'none'}); a quorum of {quorum} is needed"
+        )
+    return None

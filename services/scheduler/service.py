@@ -1,0 +1,320 @@
+"""The scheduler's async shell: read a snapshot, `decide`, commit by CAS, publish.
+
+Two durable consumers, both shared by every member's scheduler (queue semantics: one
+scheduler in the federation handles each message, another takes over if it dies):
+
+- `scheduler` on `workload.submitted`: places a new workload once. The KV key
+  `fed_placements/<id>` is created by compare-and-set, so even two schedulers that both
+  got the submission place it once; only the CAS winner publishes.
+- `scheduler-failover` on `member.down`: re-places every placement with a replica on the
+  down member, critical first, rate-limited, keeping the surviving replicas.
+
+Publishing happens after the CAS, so a crash in between leaves a record whose
+`published_generation` lags its `generation`; the redelivered message (or the same
+submission sent again) publishes the missing event. Msg ids are deterministic
+(`placed-<id>-<gen>`, `failed-<id>-<gen>`), so JetStream keeps one of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+from contracts.base import Event
+from contracts.failover import MemberDown
+from contracts.state import DownDecision, PlacementRecord, ReplicaStatus
+from contracts.workload import (
+    DecisionRecord,
+    WorkloadFailed,
+    WorkloadPlaced,
+    WorkloadSpec,
+    WorkloadSubmitted,
+)
+from mesh import layout
+from mesh.bus import Consumer
+from mesh.envelope import Envelope
+from mesh.errors import CasConflict, Rejected, RetryableError
+from mesh.observability import logger
+from mesh.runtime import NodeContext
+from mesh.state import Bucket, Entry, bucket
+from services.scheduler.pipeline import decide
+from services.scheduler.reader import FederationState, load_snapshot, read_state
+from services.scheduler.replace import (
+    TokenBucket,
+    failover_order,
+    hit_by,
+    quorum_problem,
+    replaced_record,
+    state_after,
+    survivors,
+)
+
+log = logger("services.scheduler")
+
+SUBMIT_DURABLE = "scheduler"
+FAILOVER_DURABLE = "scheduler-failover"
+CAS_ATTEMPTS = 20
+
+
+def placed_msg_id(workload: str, generation: int) -> str:
+    return f"placed-{workload}-{generation}"
+
+
+def failed_msg_id(workload: str, generation: int) -> str:
+    return f"failed-{workload}-{generation}"
+
+
+def _first_record(
+    spec: WorkloadSpec, decision: DecisionRecord, *, generation: int, submitted_by: str,
+    submitted_at: dt.datetime | None, now: dt.datetime, history: list[str],
+) -> PlacementRecord:
+    state = state_after(decision)
+    where = ", ".join(f"{a.member}/{a.site}" for a in decision.chosen)
+    line = (
+        f"gen {generation}: unplaceable: {decision.summary}" if state == "unplaceable"
+        else f"gen {generation}: {state} on {where}"
+    )
+    return PlacementRecord(
+        spec=spec,
+        state=state,
+        generation=generation,
+        assignments=list(decision.chosen),
+        replicas=[
+            ReplicaStatus(member=a.member, site=a.site, state="assigned", since=now)
+            for a in decision.chosen
+        ],
+        decision=decision,
+        submitted_by=submitted_by,
+        submitted_at=submitted_at,
+        updated_at=now,
+        history=[*history, line],
+    )
+
+
+class SchedulerService:
+    name = "scheduler"
+
+    def __init__(
+        self,
+        *,
+        durable: str = SUBMIT_DURABLE,
+        failover_durable: str = FAILOVER_DURABLE,
+        replace_rate_per_s: float = 500.0,
+    ) -> None:
+        self.durable = durable
+        self.failover_durable = failover_durable
+        self._limiter = TokenBucket(rate=replace_rate_per_s)
+        self._ctx: NodeContext | None = None
+        self._placements: Bucket[PlacementRecord] | None = None
+        self.submissions: Consumer | None = None
+        self.failovers: Consumer | None = None
+        self.placed = 0
+        self.replaced = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
+        self.submissions = await ctx.bus.consume(
+            self._on_submitted, subjects=[WorkloadSubmitted.subject_pattern()],
+            durable=self.durable,
+        )
+        self.failovers = await ctx.bus.consume(
+            self._on_down, subjects=[MemberDown.subject_pattern()],
+            durable=self.failover_durable,
+        )
+
+    async def stop(self) -> None:
+        for consumer in (self.submissions, self.failovers):
+            if consumer is not None:
+                await consumer.stop()
+
+    def health(self) -> dict[str, Any]:
+        c = self.submissions
+        return {
+            "state": "running" if c else "starting",
+            "handled": c.handled if c else 0,
+            "placed": self.placed,
+            "replaced": self.replaced,
+        }
+
+    @property
+    def ctx(self) -> NodeContext:
+        assert self._ctx is not None, "scheduler not started"
+        return self._ctx
+
+    @property
+    def placements(self) -> Bucket[PlacementRecord]:
+        assert self._placements is not None, "scheduler not started"
+        return self._placements
+
+    # -- submissions ----------------------------------------------------------------------
+
+    async def _on_submitted(self, event: Event, env: Envelope) -> None:
+        if isinstance(event, WorkloadSubmitted):
+            await self.place(event.spec, submitted_by=env.member, submitted_at=env.time)
+
+    async def place(
+        self, spec: WorkloadSpec, *, submitted_by: str, submitted_at: dt.datetime | None,
+    ) -> None:
+        """Place a submitted workload once; publish the result if this call committed it."""
+        existing = await self.placements.get(spec.id)
+        if existing is not None and existing.value.state != "released":
+            record = existing.value
+            if record.published_generation < record.generation:
+                # Committed, but the publish never happened (a crash in between).
+                log.info("publishing a committed placement", workload=spec.id,
+                         generation=record.generation)
+                await self._announce(spec.id, record)
+            else:
+                log.info("already placed; ignoring the repeated submission", workload=spec.id)
+            return
+        now = dt.datetime.now(dt.UTC)
+        snapshot, _ = await load_snapshot(self.ctx.bus, today=now.date())
+        if not snapshot.members:
+            # No profile announced yet: deciding now would refuse it for good.
+            raise RetryableError("no member profiles known yet")
+        decision = decide(spec, snapshot, decided_by=self.ctx.member, now=now)
+        previous = existing.value if existing else None
+        record = _first_record(
+            spec, decision,
+            generation=previous.generation + 1 if previous else 1,
+            submitted_by=submitted_by, submitted_at=submitted_at, now=now,
+            history=previous.history if previous else [],
+        )
+        try:
+            if existing is None:
+                await self.placements.create(spec.id, record)
+            else:
+                await self.placements.update(spec.id, record, existing.revision)
+        except CasConflict:
+            log.info("another scheduler placed it first", workload=spec.id)
+            return
+        self.placed += 1
+        log.info("placed", workload=spec.id, state=record.state, summary=decision.summary)
+        await self._announce(spec.id, record)
+
+    async def _announce(self, key: str, record: PlacementRecord) -> None:
+        """Publish the event of `record`'s generation, then note that it is published."""
+        generation = record.generation
+        bus = self.ctx.bus
+        if record.state == "unplaceable" or not record.assignments:
+            summary = record.decision.summary if record.decision else "no member may host it"
+            await bus.publish(
+                WorkloadFailed(workload=key, reason=summary, decision=record.decision),
+                msg_id=failed_msg_id(key, generation),
+            )
+        else:
+            assert record.decision is not None
+            await bus.publish(
+                WorkloadPlaced(spec=record.spec, assignments=list(record.assignments),
+                               generation=generation, decision=record.decision),
+                msg_id=placed_msg_id(key, generation),
+            )
+
+        def mark(current: PlacementRecord | None) -> PlacementRecord | None:
+            if current is None or current.generation != generation:
+                return None  # gone, or a newer generation publishes for itself
+            if current.published_generation >= generation:
+                return None
+            current.published_generation = generation
+            return current
+
+        await self.placements.modify(key, mark)
+
+    # -- failover -------------------------------------------------------------------------
+
+    async def _on_down(self, event: Event, env: Envelope) -> None:
+        if not isinstance(event, MemberDown):
+            return
+        trust = self.ctx.trust
+        problem = quorum_problem(
+            member=event.member,
+            observers=[e.observer for e in event.evidence],
+            active=trust.member_ids(),
+            quorum=trust.quorum_against(event.member),
+        )
+        if problem is not None:
+            await self.ctx.bus.report_violation(
+                Rejected("quorum_missing", problem), env.subject, env.headers
+            )
+            return
+        await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time)
+
+    async def fail_over(
+        self, member: str, *, epoch: int = 0, declared_at: dt.datetime | None = None
+    ) -> int:
+        """Re-place every placement with a replica on `member`; returns how many moved.
+
+        Idempotent: a placement already re-placed has no replica there any more, so a
+        redelivered declaration only finishes what an earlier attempt left undone.
+        """
+        state = await read_state(self.ctx.bus)
+        keys = failover_order(
+            (key, entry.value) for key, entry in state.placements.items()
+            if hit_by(entry.value, member)
+        )
+        log.info("failing over", member=member, workloads=len(keys))
+        moved = 0
+        for key in keys:
+            delay = self._limiter.reserve(time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if await self._replace_one(state, key, member, declared_at):
+                moved += 1
+        self.replaced += moved
+        await self._mark_replaced(member, epoch)
+        return moved
+
+    async def _replace_one(
+        self, state: FederationState, key: str, member: str, declared_at: dt.datetime | None,
+    ) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            entry = state.placements.get(key)
+            if entry is None or not hit_by(entry.value, member):
+                return False
+            record = entry.value
+            now = dt.datetime.now(dt.UTC)
+            decision = decide(
+                record.spec, state.snapshot(now.date()),
+                decided_by=self.ctx.member, now=now, cause="failover",
+                exclude=frozenset({member}), keep=survivors(record, member),
+            )
+            rto_s = (now - declared_at).total_seconds() if declared_at else None
+            new = replaced_record(record, decision, lost=member, now=now, rto_s=rto_s)
+            try:
+                revision = await self.placements.update(key, new, entry.revision)
+            except CasConflict:
+                # An agent noted a replica's status, or another scheduler moved it: re-read.
+                fresh = await self.placements.get(key)
+                if fresh is None:
+                    state.placements.pop(key, None)
+                    return False
+                state.placements[key] = fresh
+                continue
+            state.placements[key] = Entry(key, new, revision)
+            log.info("re-placed", workload=key, generation=new.generation, state=new.state,
+                     line=new.history[-1])
+            await self._announce(key, new)
+            return True
+        raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
+
+    async def _mark_replaced(self, member: str, epoch: int) -> None:
+        """Note on the down declaration that its workloads were re-placed (if there is one)."""
+        decisions = await bucket(self.ctx.bus, layout.KV_DECISIONS, DownDecision)
+
+        def change(current: DownDecision | None) -> DownDecision | None:
+            if current is None or current.replaced or current.state != "down":
+                return None
+            if epoch and current.epoch != epoch:
+                return None
+            current.replaced = True
+            return current
+
+        try:
+            await decisions.modify(f"down.{member}", change)
+        except Exception as exc:  # a bookkeeping flag; the moves themselves are done
+            log.warning("could not mark the down declaration", member=member, error=str(exc))

@@ -1,0 +1,66 @@
+"""The read-only view of the federation that one placement decision is computed from."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from contracts.registry import MemberProfile, Site
+from contracts.resources import Resources
+from contracts.workload import Assignment, WorkloadSpec
+from services.scheduler.capacity import free_capacity
+
+# Member states as the failover service sees them; only "active" members may host.
+STATUSES: tuple[str, ...] = ("active", "suspected", "down", "frozen")
+
+
+@dataclass(frozen=True)
+class MemberView:
+    profile: MemberProfile
+    status: str  # "active" | "suspected" | "down" | "frozen"
+    revision: int = 0  # KV revision of the profile entry this view was read from
+    # Free capacity per site id. A site without an entry has had nothing reserved on it
+    # that the snapshot knows of, so its declared capacity counts as free.
+    free: Mapping[str, Resources] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+    def free_at(self, site: Site) -> Resources:
+        return self.free.get(site.id, site.capacity)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    members: Mapping[str, MemberView]
+    today: dt.date  # certifications that expired before this day count as absent
+    # KV revisions the decision read, copied into DecisionRecord.inputs so the exact
+    # snapshot can be found again when the decision is re-checked.
+    revisions: Mapping[str, int] = field(default_factory=dict)
+
+
+def snapshot_of(
+    profiles: Mapping[str, MemberProfile],
+    *,
+    today: dt.date,
+    statuses: Mapping[str, str] | None = None,
+    placements: Iterable[tuple[WorkloadSpec, Sequence[Assignment]]] = (),
+    revisions: Mapping[str, int] | None = None,
+    member_revisions: Mapping[str, int] | None = None,
+) -> Snapshot:
+    """Assemble a snapshot from registry state. Members without a status are "active"."""
+    free = free_capacity(profiles, placements)
+    statuses = statuses or {}
+    member_revisions = member_revisions or {}
+    members = {
+        member_id: MemberView(
+            profile=profile,
+            status=statuses.get(member_id, "active"),
+            revision=member_revisions.get(member_id, 0),
+            free=free[member_id],
+        )
+        for member_id, profile in profiles.items()
+    }
+    return Snapshot(members=members, today=today, revisions=dict(revisions or {}))

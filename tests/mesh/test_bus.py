@@ -1,0 +1,145 @@
+"""The bus on a real nats-server: provisioning, signed publish, verified consume, CAS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from contracts.iam import Roster, RosterBody, RosterMember
+from contracts.security import SecurityViolation
+from contracts.state import DownDecision
+from contracts.workload import WorkloadReleased
+from mesh import layout
+from mesh.bus import Bus
+from mesh.envelope import seal
+from mesh.errors import CasConflict
+from mesh.keys import Identity
+from mesh.server import NatsCluster
+from mesh.state import bucket
+from mesh.trust import TrustStore, sign_roster
+from support import wait_until
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _roster(ids: dict[str, Identity]) -> Roster:
+    body = RosterBody(
+        federation="t", version=1, issued_at=NOW, threshold=2,
+        members=[RosterMember(id=i.member, name=i.member, public_key=i.public_b64,
+                              key_id=i.key_id, roles=["founder"]) for i in ids.values()],
+    )
+    return sign_roster(body, ids.values())
+
+
+@pytest.fixture
+def identities() -> dict[str, Identity]:
+    return {m: Identity.generate(m) for m in ("amstel", "dommel")}
+
+
+async def test_provision_is_idempotent_and_append_only(nats_server: NatsCluster) -> None:
+    bus = await Bus.connect(nats_server.urls)
+    try:
+        await bus.provision(1)
+        await bus.provision(1)
+        info = await bus.js.stream_info(layout.FED)
+        assert info.config.deny_delete and info.config.deny_purge
+        for name in (b.name for b in layout.BUCKETS):
+            await bus.kv(name)
+        await bus.objects()
+    finally:
+        await bus.close()
+
+
+async def test_signed_event_round_trip_and_forgery_reported(
+    nats_server: NatsCluster, identities: dict[str, Identity]
+) -> None:
+    trust = TrustStore(_roster(identities))
+    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
+    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
+                                 service="test")
+    try:
+        await sender.provision(1)
+        got: list[tuple[str, str]] = []
+
+        async def handle(event: object, env: object) -> None:
+            assert isinstance(event, WorkloadReleased)
+            got.append((event.workload, env.member))  # type: ignore[attr-defined]
+
+        consumer = await receiver.consume(
+            handle, subjects=[WorkloadReleased.subject_pattern()], durable="t-released"
+        )
+        await sender.publish(WorkloadReleased(workload="wl-a", member="dommel"))
+        # A forgery: amstel's subject and headers, but an outsider's key.
+        outsider = Identity("amstel", Identity.generate("x").private)
+        forged = WorkloadReleased(workload="wl-b", member="dommel")
+        subject = WorkloadReleased.subject("amstel", "wl-b")
+        body = msgspec.json.encode(forged)
+        await sender.js.publish(subject, body, headers=seal(outsider, subject,
+                                                            "workload.released.v1", body))
+        await sender.publish(WorkloadReleased(workload="wl-c", member="dommel"))
+        await wait_until(lambda: len(got) == 2 and consumer.rejected == 1,
+                         what="two good events and one rejection")
+        assert got == [("wl-a", "amstel"), ("wl-c", "amstel")]
+
+        violations: list[SecurityViolation] = []
+
+        async def on_violation(event: object, env: object) -> None:
+            assert isinstance(event, SecurityViolation)
+            violations.append(event)
+
+        await sender.consume(on_violation, subjects=[SecurityViolation.subject_pattern()],
+                             durable=None)
+        await wait_until(lambda: violations, what="violation report")
+        assert violations[0].reason == "unknown_key"
+        assert violations[0].claimed_member == "amstel"
+        assert violations[0].offending_subject == subject
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_duplicate_msg_id_is_stored_once(
+    nats_server: NatsCluster, identities: dict[str, Identity]
+) -> None:
+    bus = await Bus.connect(nats_server.urls, identity=identities["amstel"],
+                            trust=TrustStore(_roster(identities)))
+    try:
+        await bus.provision(1)
+        one = await bus.publish(WorkloadReleased(workload="w", member="amstel"), msg_id="same")
+        two = await bus.publish(WorkloadReleased(workload="w", member="amstel"), msg_id="same")
+        assert one == two
+    finally:
+        await bus.close()
+
+
+async def test_kv_compare_and_set(nats_server: NatsCluster) -> None:
+    bus = await Bus.connect(nats_server.urls)
+    try:
+        await bus.provision(1)
+        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
+        record = DownDecision(member="x", state="down", epoch=1, declared_by="a",
+                              declared_at=NOW)
+        rev = await decisions.create("down.x", record)
+        with pytest.raises(CasConflict):
+            await decisions.create("down.x", record)
+        with pytest.raises(CasConflict):
+            await decisions.update("down.x", record, rev + 10)
+        await decisions.update("down.x", record, rev)
+        items = await decisions.items()
+        assert [e.key for e in items] == ["down.x"]
+    finally:
+        await bus.close()
+
+
+async def test_cluster_replicates_state(tmp_path: Path, nats_cluster: NatsCluster,
+                                        identities: dict[str, Identity]) -> None:
+    bus = await Bus.connect(nats_cluster.urls)
+    try:
+        await bus.provision(3)
+        info = await bus.js.stream_info(layout.FED)
+        assert info.config.num_replicas == 3
+    finally:
+        await bus.close()
