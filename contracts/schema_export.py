@@ -185,13 +185,16 @@ def soc_cloudevent_schema() -> dict[str, Any]:
             "id": {
                 "type": "string",
                 "minLength": 1,
-                "description": "Unique event id; with `source` it identifies the event.",
+                "description": (
+                    "The Nats-Msg-Id of the signed federation event on FED; with `source` "
+                    "it identifies the event, and a SOC can re-verify it there."
+                ),
             },
             "source": {
                 "type": "string",
                 "format": "uri-reference",
                 "minLength": 1,
-                "description": "Where the event happened: the publishing member's soc service.",
+                "description": "Who published the federation event: stekker://member/<member id>.",
             },
             "type": {
                 "type": "string",
@@ -212,7 +215,9 @@ def soc_cloudevent_schema() -> dict[str, Any]:
             },
             "subject": {
                 "type": "string",
-                "description": "The federation subject of the reported event, when it has one.",
+                "description": (
+                    "What the event is about: its target (workload or member id), if any."
+                ),
             },
             "data": {
                 "type": "object",
@@ -225,6 +230,10 @@ def soc_cloudevent_schema() -> dict[str, Any]:
                     "Extension attribute: the severity, also the subject's third token "
                     "so a SOC can filter on it."
                 ),
+            },
+            "stekkerseq": {
+                "type": "integer",
+                "description": "Extension attribute: the event's sequence in the FED stream.",
             },
         },
         "required": ["specversion", "id", "source", "type", "severity"],
@@ -395,7 +404,7 @@ def asyncapi_document() -> dict[str, Any]:
             "severity": {
                 "description": "Severity of the event, also the CloudEvent `severity` extension.",
             },
-            "publisher": {"description": "Member id of the publishing soc service."},
+            "publisher": {"description": "Member id of the publisher of the federation event."},
         },
     }
     stream = stream_of(soc_subject("*", "*"))

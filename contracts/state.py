@@ -7,6 +7,7 @@ from typing import Literal
 
 import msgspec
 
+from contracts.failover import Evidence
 from contracts.registry import MemberProfile, SiteCapacity
 from contracts.takeover import PlanItem
 from contracts.workload import Assignment, DecisionRecord, WorkloadSpec
@@ -66,6 +67,13 @@ class DownDecision(msgspec.Struct, kw_only=True):
     declared_at: dt.datetime
     observers: list[str] = []
     replaced: bool = False
+    # Set when the member heartbeats steadily again (state "recovered").
+    recovered_by: str = ""
+    recovered_at: dt.datetime | None = None
+    # What the declaration's `member.down.v1` carries, so it can be re-published after a
+    # crash between the CAS and the publish (same msg id: JetStream keeps one).
+    quorum: int = 0
+    evidence: list[Evidence] = []
 
 
 class SagaRecord(msgspec.Struct, kw_only=True):

@@ -64,3 +64,7 @@ class CasConflict(RetryableError):
 
 class Timeout(RetryableError):
     """Waiting for a condition on the bus took longer than its bound."""
+
+
+class NodeFailed(TerminalError):
+    """A member's node process exited, or did not become ready within its bound."""

@@ -41,6 +41,22 @@ from mesh.cli import contracts_cmd, node_cmd  # noqa: E402
 
 node_cmd.register(app)
 app.add_typer(contracts_cmd.app, name="contracts")
+from mesh.cli import workload_cmd  # noqa: E402
+
+workload_cmd.register(app)
+from mesh.cli import up_cmd  # noqa: E402
+
+up_cmd.register(app)
+from mesh.cli import drill_cmd  # noqa: E402
+
+drill_cmd.register(app)
+from mesh.cli import conformance_cmd, soc_cmd  # noqa: E402
+
+soc_cmd.register(app)
+conformance_cmd.register(app)
+from mesh.cli import members_cmd  # noqa: E402
+
+members_cmd.register(app)
 # -- end of commands --
 
 

@@ -23,7 +23,6 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from contracts.base import Event
-from contracts.iam import RosterPublished
 from contracts.registry import CapacityReported, MemberAnnounced
 from contracts.security import SecurityViolation
 from mesh.envelope import Envelope
@@ -68,9 +67,7 @@ def ce_subject(event: Event, env: Envelope) -> str | None:
         return event.profile.id
     if isinstance(event, CapacityReported):
         return env.member
-    if isinstance(event, RosterPublished):
-        return None
-    return None
+    return None  # the roster: about the whole federation
 
 
 def build(event: Event, env: Envelope, *, severity: Severity) -> CloudEvent:

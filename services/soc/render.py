@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ STYLES: dict[str, str] = {
 }
 
 Data = dict[str, Any]
+# The SDK writes microseconds; Fed-Time has milliseconds, so the rest is noise on screen.
+_MICROS = re.compile(r"(\.\d{3})\d{3}(Z|[+-]\d{2}:\d{2})$")
 
 
 def _violation(d: Data) -> str:
@@ -96,7 +99,7 @@ def data_summary(ce: dict[str, Any]) -> str:
 def line_fields(ce: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
     """(time, severity, type, source member, subject, summary) of one CloudEvent."""
     return (
-        str(ce.get("time", "")),
+        _MICROS.sub(r"\1\2", str(ce.get("time", ""))),
         str(ce.get(EXT_SEVERITY, "")),
         fed_type(ce),
         publisher(ce),

@@ -134,7 +134,9 @@ def with_step(record: SagaRecord, entry: dict[str, object], now: dt.datetime) ->
     return _replace(record, steps=[*record.steps, entry], updated_at=now)
 
 
-def with_result(record: SagaRecord, entry: dict[str, object], now: dt.datetime) -> SagaRecord | None:
+def with_result(
+    record: SagaRecord, entry: dict[str, object], now: dt.datetime
+) -> SagaRecord | None:
     """A workload step's outcome (ok or failed): the first one recorded stands."""
     if record.state in FINISHED:
         return None

@@ -76,9 +76,15 @@ class ProcessDriver:
     name = "process"
 
     def __init__(
-        self, root: Path, *, start_timeout_s: float = 15.0, stop_timeout_s: float = 5.0
+        self,
+        root: Path,
+        *,
+        start_timeout_s: float = 15.0,
+        stop_timeout_s: float = 5.0,
+        settle_s: float = 0.3,
     ) -> None:
         self.root = Path(root)
+        self.settle_s = settle_s
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -132,7 +138,16 @@ class ProcessDriver:
                     f"starting: {_tail(log_path) or '(no output)'}"
                 )
             if await self.healthy(instance):
-                return
+                run = instance.spec.run
+                if run is not None and run.health_path:
+                    return
+                # Without a health check, "alive" must mean more than "not dead yet": a
+                # command that fails at once should fail the start, not look healthy.
+                try:
+                    await asyncio.wait_for(proc.wait(), self.settle_s)
+                except TimeoutError:
+                    return
+                continue
             if time.monotonic() > deadline:
                 await self.stop(instance)
                 raise DriverError(
@@ -173,6 +188,7 @@ class ProcessDriver:
             os.killpg(proc.pid, sig)
 
     async def close(self) -> None:
-        for instance in list(self.instances.values()):
-            with contextlib.suppress(Exception):
-                await self.stop(instance)
+        # All at once: a node's shutdown waits for the slowest child, not for their sum.
+        await asyncio.gather(
+            *(self.stop(i) for i in list(self.instances.values())), return_exceptions=True
+        )

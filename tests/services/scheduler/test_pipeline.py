@@ -50,9 +50,7 @@ def member(
 
 
 def snapshot(*members: MemberView, revisions=None) -> Snapshot:
-    return Snapshot(
-        members={m.id: m for m in members}, today=TODAY, revisions=revisions or {}
-    )
+    return Snapshot(members={m.id: m for m in members}, today=TODAY, revisions=revisions or {})
 
 
 def workload(replicas: int = 1, **requirements) -> WorkloadSpec:

@@ -1,0 +1,226 @@
+"""`stekker workload`: submit a workload, list placements, explain a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import typer
+
+from contracts.state import PlacementRecord
+from contracts.workload import DecisionRecord, WorkloadSpec, WorkloadSubmitted
+from mesh import layout
+from mesh.cli import common
+from mesh.errors import ConfigError
+from mesh.specfile import load_workload
+from mesh.state import Bucket, bucket
+
+# Exit code of `submit` when the federation refused the placement (no member may host it).
+EXIT_UNPLACEABLE = 2
+POLL_S = 0.1
+
+
+def summary(key: str, record: PlacementRecord) -> dict[str, Any]:
+    """One placement as a plain object: what `list --json` prints per workload."""
+    decision = record.decision
+    return {
+        "id": key,
+        "tenant": record.spec.tenant,
+        "criticality": record.spec.criticality,
+        "state": record.state,
+        "replicas_wanted": record.spec.replicas,
+        "members": [a.member for a in record.assignments],
+        "sites": [f"{a.member}/{a.site}" for a in record.assignments],
+        "generation": record.generation,
+        "replicas": [
+            {"member": r.member, "site": r.site, "state": r.state, "detail": r.detail}
+            for r in record.replicas
+        ],
+        "summary": decision.summary if decision else "",
+        "history": list(record.history),
+    }
+
+
+async def _placements(bus: Any) -> Bucket[PlacementRecord]:
+    return await bucket(bus, layout.KV_PLACEMENTS, PlacementRecord)
+
+
+def _where(item: dict[str, Any]) -> str:
+    return ", ".join(item["sites"]) or "-"
+
+
+def _replica_cell(item: dict[str, Any]) -> str:
+    return " ".join(f"{r['member']}:{r['state']}" for r in item["replicas"]) or "-"
+
+
+def _load(file: Path) -> WorkloadSpec:
+    try:
+        return load_workload(file)
+    except ConfigError as exc:
+        common.fail(str(exc))
+
+
+async def _submit(spec: WorkloadSpec, wait_s: float) -> dict[str, Any] | None:
+    """Publish the submission; wait (bounded) for its placement record."""
+    bus = await common.open_bus(sign=True)
+    try:
+        placements = await _placements(bus)
+        before = await placements.get(spec.id)
+        await bus.publish(WorkloadSubmitted(spec=spec))
+        if before is not None and before.value.state != "released":
+            # The scheduler keeps the first placement of an id; say so instead of waiting.
+            return {**summary(spec.id, before.value), "already_placed": True}
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                entry = await placements.get(spec.id)
+            except (TimeoutError, nats.errors.Error):
+                entry = None  # a cluster electing its leaders answers late: poll on
+            if entry is not None and (before is None or entry.revision != before.revision):
+                return summary(spec.id, entry.value)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(POLL_S)  # polling KV from a CLI: bounded by --wait
+    finally:
+        await bus.close()
+
+
+def site_verdicts(decision: DecisionRecord, member: str) -> list[dict[str, Any]]:
+    """The per-site verdicts of one member (capacity, jurisdiction), where they matter."""
+    return [
+        {"site": v.site, "passed": v.passed, "reason": v.reason, "detail": v.detail}
+        for v in decision.verdicts
+        if v.member == member and v.site is not None
+    ]
+
+
+async def _list() -> list[dict[str, Any]]:
+    bus = await common.open_bus(sign=False)
+    try:
+        entries = await (await _placements(bus)).items()
+    finally:
+        await bus.close()
+    return [summary(e.key, e.value) for e in entries]
+
+
+async def _record(workload: str) -> PlacementRecord | None:
+    bus = await common.open_bus(sign=False)
+    try:
+        entry = await (await _placements(bus)).get(workload)
+    finally:
+        await bus.close()
+    return entry.value if entry else None
+
+
+def _site_failures(verdicts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The first failed verdict of each site that failed one, in order."""
+    failures: dict[str, dict[str, Any]] = {}
+    for verdict in verdicts:
+        if not verdict["passed"] and verdict["site"] not in failures:
+            failures[verdict["site"]] = verdict
+    return failures
+
+
+def register(app: typer.Typer) -> None:
+    from services.scheduler.explain import explain_rows
+
+    sub = typer.Typer(help="Submit workloads, list their placements, explain decisions.",
+                      no_args_is_help=True)
+    app.add_typer(sub, name="workload")
+
+    @sub.command("submit")
+    def submit(
+        file: Path = typer.Argument(..., help="Workload spec (YAML or TOML)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+        wait: float = typer.Option(
+            10.0, "--wait", min=0.0, help="Seconds to wait for the placement (0: do not wait)."
+        ),
+    ) -> None:
+        """Submit a workload (signed by the acting member) and show where it landed.
+
+        Exit codes: 0 placed (or still pending after --wait), 2 unplaceable, 1 error.
+        """
+        spec = _load(file)
+        item = common.run(lambda: _submit(spec, wait))
+        if item is None:
+            if as_json:
+                common.print_json({"id": spec.id, "submitted": True, "state": "pending"})
+            else:
+                typer.echo(f"submitted {spec.id}; no placement yet after {wait:g} s "
+                           "(see `stekker workload list`)")
+            return
+        if as_json:
+            common.print_json(item)
+        elif item.get("already_placed"):
+            typer.echo(f"{spec.id} was placed already ({item['state']}, generation "
+                       f"{item['generation']}) on {_where(item)}; the first placement stands")
+        elif item["state"] == "unplaceable":
+            typer.echo(f"{spec.id} unplaceable: {item['summary']}")
+        else:
+            typer.echo(f"{spec.id} {item['state']} (generation {item['generation']}) on "
+                       f"{_where(item)}: {item['summary']}")
+        if item["state"] == "unplaceable":
+            raise typer.Exit(EXIT_UNPLACEABLE)
+
+    @sub.command("list")
+    def list_(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+    ) -> None:
+        """List every workload's placement: state, members, generation, replicas."""
+        items = common.run(_list)
+        if as_json:
+            common.print_json(items)
+            return
+        common.print_table(
+            "Workloads",
+            ["ID", "TENANT", "CRITICALITY", "STATE", "GEN", "WHERE", "REPLICAS"],
+            [
+                [i["id"], i["tenant"], i["criticality"], i["state"], i["generation"],
+                 _where(i), _replica_cell(i) if i["replicas"] else i["summary"]]
+                for i in items
+            ],
+        )
+
+    @sub.command("explain")
+    def explain(
+        workload: str = typer.Argument(..., help="Workload id."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ) -> None:
+        """Why each member was chosen or not: the constraint it passed or failed, scores."""
+        record = common.run(lambda: _record(workload))
+        if record is None:
+            common.fail(f"no workload {workload!r} (see `stekker workload list`)")
+        decision = record.decision
+        if decision is None:
+            common.fail(f"workload {workload!r} has no recorded decision yet")
+        rows = [{**row, "sites": site_verdicts(decision, row["member"])}
+                for row in explain_rows(decision)]
+        if as_json:
+            common.print_json({
+                "workload": workload,
+                "summary": decision.summary,
+                "feasible": decision.feasible,
+                "generation": record.generation,
+                "cause": decision.cause,
+                "decided_by": decision.decided_by,
+                "rows": rows,
+            })
+            return
+        common.print_table(
+            f"{workload}: {decision.summary}",
+            ["MEMBER", "SITE", "PASSED", "REASON", "DETAIL", "SCORE", "CHOSEN"],
+            [
+                [r["member"], r["site"] or "-", "yes" if r["passed"] else "no",
+                 r["reason"] or "-", r["detail"],
+                 "-" if r["score"] is None else f"{r['score']:.3f}",
+                 "yes" if r["chosen"] else ""]
+                for r in rows
+            ],
+        )
+        for row in rows:
+            for site, verdict in _site_failures(row["sites"]).items():
+                typer.echo(f"  {row['member']}/{site} ruled out: {verdict['reason']} "
+                           f"({verdict['detail']})")

@@ -1,0 +1,405 @@
+"""The agent: the member's bridge to its own platform, through a driver.
+
+- heartbeats (`health.heartbeat.v1`, HEALTH stream) every `heartbeat_interval_s`;
+- capacity reports (`registry.capacity.v1`) at start, after changes (at most one per
+  `coalesce_s`) and every `capacity_every_s`;
+- a per-member durable consumer `agent-<member>` on `workload.placed` and
+  `workload.released`: every agent sees every placement and acts on its own replicas;
+- at start, a reconcile from `fed_placements` (what a restarted node must run again).
+
+A placed event is acted on from the signed event alone: a record in `fed_placements` is
+updated when there is one (replica "running", the placement "running" once every
+replica runs), but not required (a conformance test may place without one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from contracts.base import Event
+from contracts.registry import CapacityReported, Heartbeat
+from contracts.state import PlacementRecord, ReplicaState
+from contracts.workload import (
+    Assignment,
+    WorkloadBound,
+    WorkloadFailed,
+    WorkloadPlaced,
+    WorkloadReleased,
+    WorkloadSpec,
+)
+from mesh import layout
+from mesh.bus import Consumer
+from mesh.envelope import Envelope
+from mesh.errors import RetryableError
+from mesh.observability import logger
+from mesh.runtime import NodeContext
+from mesh.state import Bucket, bucket
+from services.agent.drivers.base import Driver, DriverError, Instance
+from services.agent.drivers.factory import make_driver
+from services.agent.reconcile import Local, plan, site_usage, with_replica_state
+
+log = logger("services.agent")
+
+# Placement states with nothing to run.
+IDLE_STATES = frozenset({"released", "unplaceable", "pending"})
+
+
+def bound_msg_id(workload: str, generation: int, member: str) -> str:
+    return f"bound-{workload}-{generation}-{member}"
+
+
+def released_msg_id(workload: str, generation: int, member: str) -> str:
+    return f"released-{workload}-{generation}-{member}"
+
+
+def agent_failed_msg_id(workload: str, generation: int, member: str) -> str:
+    return f"failed-{workload}-{generation}-{member}"
+
+
+class AgentService:
+    name = "agent"
+
+    def __init__(
+        self,
+        *,
+        driver: Driver | None = None,
+        capacity_every_s: float = 30.0,
+        coalesce_s: float = 0.5,
+    ) -> None:
+        self._given_driver = driver
+        self.capacity_every_s = capacity_every_s
+        self.coalesce_s = coalesce_s
+        self._ctx: NodeContext | None = None
+        self.driver: Driver | None = None
+        self._placements: Bucket[PlacementRecord] | None = None
+        self._consumer: Consumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # workload → (generation bound, instance)
+        self._running: dict[str, tuple[int, Instance]] = {}
+        # workload → newest generation acted on; placements older than it are stale
+        self._seen: dict[str, int] = {}
+        # workload → generation released by a `workload.released`; not started again
+        self._released: dict[str, int] = {}
+        self._dirty = asyncio.Event()
+        self.reconciled = asyncio.Event()
+        self.heartbeats = 0
+        self.capacity_reports = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self.driver = self._given_driver or make_driver(
+            ctx.settings.driver,
+            ctx.data_dir / "workloads" / ctx.member,
+            sites={s.id: s.capacity for s in ctx.profile.sites},
+        )
+        self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
+        self._dirty.set()  # the first capacity report goes out at once
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{ctx.member}"),
+            asyncio.create_task(self._capacity_loop(), name=f"capacity:{ctx.member}"),
+        ]
+        # New events only: what was placed before this durable existed comes from the
+        # reconcile below; a restarted node resumes its durable where it left off.
+        self._consumer = await ctx.bus.consume(
+            self._on_event,
+            subjects=[WorkloadPlaced.subject_pattern(), WorkloadReleased.subject_pattern()],
+            durable=f"agent-{ctx.member}",
+            deliver="new",
+        )
+        self._tasks.append(
+            asyncio.create_task(self._reconcile_task(), name=f"reconcile:{ctx.member}")
+        )
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.driver is not None:
+            await self.driver.close()
+        self._running.clear()
+
+    def health(self) -> dict[str, Any]:
+        c = self._consumer
+        return {
+            "state": "running" if c else "starting",
+            "driver": self.driver.name if self.driver else None,
+            "instances": len(self._running),
+            "handled": c.handled if c else 0,
+            "heartbeats": self.heartbeats,
+        }
+
+    @property
+    def ctx(self) -> NodeContext:
+        assert self._ctx is not None, "agent not started"
+        return self._ctx
+
+    @property
+    def instances(self) -> dict[str, Instance]:
+        """What runs here now: workload id → instance."""
+        return {wl: instance for wl, (_, instance) in self._running.items()}
+
+    def generation_of(self, workload: str) -> int | None:
+        running = self._running.get(workload)
+        return running[0] if running else None
+
+    # -- heartbeats and capacity -----------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.ctx.settings.heartbeat_interval_s
+        sites = [s.id for s in self.ctx.profile.sites]
+        seq = 0
+        next_at = time.monotonic()
+        while True:
+            seq += 1
+            try:
+                await self.ctx.bus.publish(
+                    Heartbeat(seq=seq, interval_s=interval, sites_up=sites),
+                    timeout=max(interval, 1.0),
+                )
+                self.heartbeats += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("heartbeat not published", error=str(exc))
+            # One publish at a time; ticks missed by a slow publish are skipped, not
+            # fired in a burst afterwards.
+            next_at = max(next_at + interval, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+
+    def _capacity_changed(self) -> None:
+        self._dirty.set()
+
+    async def _capacity_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.capacity_every_s)
+            self._dirty.clear()
+            report = CapacityReported(
+                sites=site_usage(
+                    self.ctx.profile.sites,
+                    ((i.site, i.spec.resources) for _, i in self._running.values()),
+                )
+            )
+            try:
+                await self.ctx.bus.publish(report)
+                self.capacity_reports += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("capacity not reported", error=str(exc))
+            # Changes during this pause set the flag once: a burst becomes one report.
+            await asyncio.sleep(self.coalesce_s)
+
+    # -- placements -----------------------------------------------------------------------
+
+    async def _on_event(self, event: Event, env: Envelope) -> None:
+        if isinstance(event, WorkloadPlaced):
+            await self.apply(event.spec, event.generation, event.assignments)
+        elif isinstance(event, WorkloadReleased) and event.member == self.ctx.member:
+            me = self.ctx.member
+            stopped = await self.release(event.workload, event.generation, cause=event.cause)
+            # Confirm with our own `workload.released`. Our confirmations come back to us
+            # too, but then nothing runs any more and nothing is published: no loop.
+            if stopped is not None or env.member != me:
+                generation = stopped or event.generation
+                await self.ctx.bus.publish(
+                    WorkloadReleased(workload=event.workload, member=me,
+                                     generation=generation, cause=event.cause or "released"),
+                    msg_id=released_msg_id(event.workload, generation, me),
+                )
+
+    async def _reconcile_task(self) -> None:
+        # Until it succeeds: a node restarting while the cluster elects leaders must
+        # still start what is assigned to it.
+        attempt = 0
+        while True:
+            try:
+                await self.reconcile()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                delay = min(0.2 * 2**attempt, 5.0)
+                log.warning("reconcile failed; trying again", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+        self.reconciled.set()
+
+    async def reconcile(self) -> int:
+        """Start what `fed_placements` assigns here and does not run; returns how many."""
+        assert self._placements is not None
+        started = 0
+        errors: list[str] = []
+        for entry in await self._placements.items():
+            record = entry.value
+            if record.state in IDLE_STATES:
+                continue
+            if not any(a.member == self.ctx.member for a in record.assignments):
+                continue
+            if entry.key in self._running:
+                continue
+            try:
+                await self.apply(record.spec, record.generation, record.assignments)
+                started += int(entry.key in self._running)
+            except Exception as exc:
+                log.error("reconcile of one workload failed", workload=entry.key,
+                          error=str(exc))
+                errors.append(entry.key)
+        log.info("reconciled", member=self.ctx.member, started=started)
+        if errors:
+            # What did start stays; the next attempt confirms it and retries the rest.
+            raise RetryableError(f"reconcile incomplete: {', '.join(errors)}")
+        return started
+
+    async def apply(
+        self, spec: WorkloadSpec, generation: int, assignments: Sequence[Assignment]
+    ) -> None:
+        """Bring what runs here in line with a placement of `spec` at `generation`."""
+        me = self.ctx.member
+        async with self._locks[spec.id]:
+            if generation <= self._released.get(spec.id, 0):
+                log.info("ignoring a released placement", workload=spec.id,
+                         generation=generation)
+                return
+            running = self._running.get(spec.id)
+            local = Local(running[0], running[1].site) if running else None
+            step = plan(me=me, generation=generation, assignments=assignments, local=local,
+                        newest_seen=self._seen.get(spec.id, 0))
+            if step.action == "ignore":
+                if local is not None or step.why != "not assigned here":
+                    log.debug("placement ignored", workload=spec.id, why=step.why)
+                return
+            self._seen[spec.id] = max(self._seen.get(spec.id, 0), generation)
+            if step.action == "stop":
+                await self._stop_local(spec.id)
+                await self.ctx.bus.publish(
+                    WorkloadReleased(workload=spec.id, member=me, generation=generation,
+                                     cause="moved"),
+                    msg_id=released_msg_id(spec.id, generation, me),
+                )
+                log.info("released a replica that moved away", workload=spec.id,
+                         generation=generation)
+                return
+            assert step.site is not None
+            if step.action == "restart":
+                await self._stop_local(spec.id)
+            if step.action in ("start", "restart"):
+                instance = await self._start(spec, generation, step.site)
+                if instance is None:
+                    return
+            else:  # rebind / confirm: it runs already, on this site
+                assert running is not None
+                instance = running[1]
+            self._running[spec.id] = (generation, instance)
+            await self._note(spec.id, generation, "running")
+            await self.ctx.bus.publish(
+                WorkloadBound(workload=spec.id, site=step.site, generation=generation,
+                              driver=self._driver().name, detail=_detail(instance)),
+                msg_id=bound_msg_id(spec.id, generation, me),
+            )
+            if step.action != "confirm":
+                log.info("bound", workload=spec.id, generation=generation, site=step.site,
+                         action=step.action)
+
+    async def _start(self, spec: WorkloadSpec, generation: int, site: str) -> Instance | None:
+        """Start via the driver; a failure is reported as `workload.failed`, not raised."""
+        if site not in {s.id for s in self.ctx.profile.sites}:
+            await self._fail(spec.id, generation, f"site {site!r} is not a site of "
+                             f"{self.ctx.member}")
+            return None
+        try:
+            instance = await self._driver().start(spec.id, spec, site)
+        except DriverError as exc:
+            await self._fail(spec.id, generation, f"{self.ctx.member}/{site}: {exc}")
+            return None
+        except Exception as exc:  # a driver bug must not take the agent down
+            log.exception("driver failed", workload=spec.id)
+            await self._fail(spec.id, generation,
+                             f"{self.ctx.member}/{site}: driver error: {exc}")
+            return None
+        self._capacity_changed()
+        return instance
+
+    async def _fail(self, workload: str, generation: int, reason: str) -> None:
+        log.warning("cannot run workload", workload=workload, reason=reason)
+        await self._note(workload, generation, "failed", detail=reason)
+        await self.ctx.bus.publish(
+            WorkloadFailed(workload=workload, reason=reason),
+            msg_id=agent_failed_msg_id(workload, generation, self.ctx.member),
+        )
+
+    async def release(
+        self, workload: str, generation: int = 0, *, cause: str = ""
+    ) -> int | None:
+        """Stop this member's replica of `workload` (a `workload.released` naming us);
+        returns the generation stopped, or None when nothing ran.
+
+        `generation` 0 means whatever runs; an older generation than the running one is
+        stale and ignored."""
+        async with self._locks[workload]:
+            running = self._running.get(workload)
+            if running is not None and generation and generation < running[0]:
+                log.info("ignoring a stale release", workload=workload, generation=generation)
+                return None
+            stopped_generation = running[0] if running else generation
+            self._released[workload] = max(
+                self._released.get(workload, 0), generation or stopped_generation
+            )
+            if running is None:
+                return None
+            await self._stop_local(workload)
+            await self._note(workload, stopped_generation, "released", detail=cause)
+            log.info("released", workload=workload, generation=stopped_generation, cause=cause)
+            return stopped_generation
+
+    async def _stop_local(self, workload: str) -> None:
+        running = self._running.pop(workload, None)
+        if running is None:
+            return
+        try:
+            await self._driver().stop(running[1])
+        except Exception as exc:
+            log.error("driver could not stop", workload=workload, error=str(exc))
+        self._capacity_changed()
+
+    async def _note(
+        self, workload: str, generation: int, state: ReplicaState, detail: str = ""
+    ) -> None:
+        """Record this replica's state in `fed_placements/<workload>`, if it exists."""
+        assert self._placements is not None
+        now = dt.datetime.now(dt.UTC)
+        member = self.ctx.member
+        await self._placements.modify(
+            workload,
+            lambda record: with_replica_state(record, member=member, generation=generation,
+                                              state=state, now=now, detail=detail),
+        )
+
+    def _driver(self) -> Driver:
+        assert self.driver is not None, "agent not started"
+        return self.driver
+
+
+def _detail(instance: Instance) -> str:
+    parts = []
+    if instance.pid is not None:
+        parts.append(f"pid {instance.pid}")
+    if instance.port is not None:
+        parts.append(f"http://127.0.0.1:{instance.port}/")
+    if instance.data_dir is not None:
+        parts.append(f"data {instance.data_dir}")
+    return ", ".join(parts)

@@ -1,0 +1,1 @@
+"""failover: heartbeat watching, signed suspicions, quorum-confirmed down and recovery."""

@@ -1,0 +1,195 @@
+"""The takeover report: a JSON-ready dict built from the saga record, and its Markdown.
+
+Pure. The dict is stored in `SagaRecord.report` and written by `stekker drill takeover`
+as `drill-<member>-<saga>.json` (and `.md`). Its shape (version 1):
+
+    kind, version, saga, target, coordinator, reason, drill,
+    started_at, finished_at (RFC 3339), duration_ms,
+    plan_hash, quorum, approved,
+    approvals:         [{member, key_id, msg_id, verified, at}]
+    refused_approvals: [{member, key_id, msg_id, reason, at}]
+    workloads:         [{workload, source, successor, site, status, time_to_running_ms, detail}]
+                       status: ok | failed | no_successor | not_run
+    failures:          [text], passed, summary
+
+When does a drill pass? The quorum approved the plan, and every workload on the target
+has a successor that started a shadow copy and found it healthy. A workload nobody may
+host FAILS the drill: the continuity promise does not hold for it, and that is exactly
+what a drill is there to find out. A target that hosts nothing passes (nothing to lose).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from contracts.state import SagaRecord
+from contracts.takeover import PlanItem
+from services.takeover.saga import (
+    APPROVAL,
+    APPROVE,
+    PLAN,
+    SHADOW_START,
+    find_step,
+    iso,
+)
+
+REPORT_VERSION = 1
+
+
+def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "workload": item.workload, "source": item.source, "successor": item.successor,
+        "site": item.site, "status": "not_run", "time_to_running_ms": None,
+        "detail": item.reason,
+    }
+    if item.successor is None:
+        row["status"] = "no_successor"
+        return row
+    result = find_step(record, SHADOW_START, workload=item.workload)
+    if result is not None:
+        row["status"] = result.get("status")
+        row["time_to_running_ms"] = result.get("elapsed_ms")
+        row["detail"] = result.get("detail") or row["detail"]
+    return row
+
+
+def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, Any]:
+    approved = find_step(record, APPROVAL, statuses=("ok",)) is not None
+    approvals = [
+        {"member": e.get("member"), "key_id": e.get("key_id"), "msg_id": e.get("msg_id"),
+         "verified": True, "at": e.get("at")}
+        for e in record.steps if e.get("step") == APPROVE and e.get("status") == "ok"
+    ]
+    refused = [
+        {"member": e.get("member"), "key_id": e.get("key_id"), "msg_id": e.get("msg_id"),
+         "reason": e.get("detail"), "at": e.get("at")}
+        for e in record.steps if e.get("step") == APPROVE and e.get("status") == "failed"
+    ]
+    rows = [_workload_row(record, item) for item in record.plan]
+    failures = [
+        f"{e.get('step')}: {e.get('detail')}"
+        for e in record.steps
+        if e.get("status") == "failed" and e.get("workload") is None
+        and e.get("step") != APPROVE
+    ]
+    if approved:
+        # Rows are judged only once the plan was approved; before that nothing ran.
+        failures += [
+            f"{row['workload']}: {_failure_word(row['status'])}: {row['detail']}"
+            for row in rows if row["status"] != "ok"
+        ]
+    planned = find_step(record, PLAN, statuses=("ok",)) is not None
+    passed = planned and approved and all(row["status"] == "ok" for row in rows)
+    started = record.started_at or finished_at
+    kind = "drill" if record.drill else "takeover"
+    return {
+        "kind": "takeover-drill" if record.drill else "takeover",
+        "version": REPORT_VERSION,
+        "saga": record.saga,
+        "target": record.member,
+        "coordinator": record.coordinator,
+        "reason": record.reason,
+        "drill": record.drill,
+        "started_at": iso(started),
+        "finished_at": iso(finished_at),
+        "duration_ms": round((finished_at - started).total_seconds() * 1000, 1),
+        "plan_hash": record.plan_hash,
+        "quorum": record.quorum,
+        "approved": approved,
+        "approvals": approvals,
+        "refused_approvals": refused,
+        "workloads": rows,
+        "failures": failures,
+        "passed": passed,
+        "summary": _summary(record, kind, passed, rows, approvals),
+    }
+
+
+def _failure_word(status: str) -> str:
+    return {"no_successor": "no successor", "not_run": "no result"}.get(status, status)
+
+
+def _summary(
+    record: SagaRecord, kind: str, passed: bool, rows: list[dict[str, Any]],
+    approvals: list[dict[str, Any]],
+) -> str:
+    ok = sum(1 for row in rows if row["status"] == "ok")
+    approvers = ", ".join(sorted(str(a["member"]) for a in approvals)) or "nobody"
+    verdict = "passed" if passed else "failed"
+    return (f"{kind} of {record.member} {verdict}: {ok}/{len(rows)} workload(s) started on "
+            f"a successor; approved by {approvers} (quorum {record.quorum})")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        value = f"{value:.1f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report for humans: title, summary table, approvals, workloads, verdict."""
+    verdict = "PASSED" if report.get("passed") else "FAILED"
+    what = "Takeover drill" if report.get("drill") else "Takeover"
+    duration = report.get("duration_ms")
+    lines = [f"# {what} of `{report.get('target')}`: {verdict}", "",
+             str(report.get("summary", "")), ""]
+    lines += _table(["Item", "Value"], [
+        ["Saga", f"`{report.get('saga')}`"],
+        ["Target", report.get("target")],
+        ["Coordinator", report.get("coordinator")],
+        ["Reason", report.get("reason")],
+        ["Started", report.get("started_at")],
+        ["Finished", report.get("finished_at")],
+        ["Duration", f"{duration / 1000:.2f} s" if isinstance(duration, int | float) else None],
+        ["Plan hash", f"`{report.get('plan_hash')}`" if report.get("plan_hash") else None],
+        ["Quorum", report.get("quorum")],
+        ["Approved", "yes" if report.get("approved") else "no"],
+        ["Result", f"**{verdict}**"],
+    ])
+    lines += ["", "## Approvals", ""]
+    approvals = report.get("approvals") or []
+    if approvals:
+        lines += _table(["Member", "Key id", "Message id", "Signature"], [
+            [a.get("member"), f"`{a.get('key_id')}`", f"`{a.get('msg_id')}`",
+             "verified" if a.get("verified") else "not verified"]
+            for a in approvals
+        ])
+    else:
+        lines.append("No approvals were counted.")
+    refused = report.get("refused_approvals") or []
+    if refused:
+        lines += ["", "## Refused approvals (reported as security violations)", ""]
+        lines += _table(["Member", "Key id", "Message id", "Reason"], [
+            [r.get("member"), f"`{r.get('key_id')}`", f"`{r.get('msg_id')}`", r.get("reason")]
+            for r in refused
+        ])
+    lines += ["", "## Workloads", ""]
+    workloads = report.get("workloads") or []
+    if workloads:
+        lines += _table(
+            ["Workload", "Source", "Successor", "Site", "Time to running (ms)", "Status",
+             "Detail"],
+            [[w.get("workload"), w.get("source"), w.get("successor"), w.get("site"),
+              w.get("time_to_running_ms"), w.get("status"), w.get("detail")]
+             for w in workloads],
+        )
+    else:
+        lines.append(f"`{report.get('target')}` hosts no workloads: nothing to take over.")
+    failures = report.get("failures") or []
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- {_cell(f)}" for f in failures]
+    lines += ["", f"**Result: {verdict}**", ""]
+    if report.get("drill"):
+        lines += ["Drill mode: the source was untouched and the real placements were not "
+                  "changed; each shadow copy was stopped after its check.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""`stekker drill takeover` against an in-process federation on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from support import federation
+from support_takeover import DRILLING, place_demo, sagas
+from typer.testing import CliRunner
+
+from mesh.cli.main import app
+from mesh.server import NatsCluster
+
+runner = CliRunner()
+
+
+def json_document(stdout: str) -> str:
+    """The JSON the command printed. The federation runs in this process and CliRunner
+    captures sys.stdout for all of it, so its log lines share the captured output."""
+    lines = stdout.splitlines()
+    first = lines.index("{")
+    last = len(lines) - 1 - lines[::-1].index("}")
+    return "\n".join(lines[first:last + 1])
+
+
+async def stekker(nats: NatsCluster, data_dir: Path, *args: str):  # type: ignore[no-untyped-def]
+    argv = ["--nats", nats.urls[0], "--data-dir", str(data_dir), *args]
+    # The command runs its own event loop (asyncio.run): give it a thread of its own.
+    return await asyncio.to_thread(runner.invoke, app, argv)
+
+
+async def test_drill_writes_reports_and_exits_0(nats_server: NatsCluster, tmp_path: Path):
+    data_dir = tmp_path / "fed"
+    async with federation(nats_server.urls, data_dir, services=DRILLING) as fed:
+        bus = await fed.bus("amstel")
+        await place_demo(bus, ["rivm-meetdata"])  # lands on dommel
+
+        result = await stekker(nats_server, data_dir, "drill", "takeover", "--member", "dommel")
+        assert result.exit_code == 0, result.output + result.stderr
+        reports = sorted((data_dir / "reports").iterdir())
+        assert [p.suffix for p in reports] == [".json", ".md"]
+        assert all(p.name.startswith("drill-dommel-") for p in reports)
+        report = json.loads(reports[0].read_text())
+        assert report["passed"] is True and report["coordinator"] == "amstel"
+        assert [w["workload"] for w in report["workloads"]] == ["rivm-meetdata"]
+        markdown = reports[1].read_text()
+        assert markdown.startswith("# Takeover drill of `dommel`: PASSED")
+        assert "| rivm-meetdata | dommel |" in markdown
+        # Progress lines, then where the reports are.
+        out = result.output
+        assert "drill of dommel requested by amstel" in out
+        assert "approved by zuidas" in out and "shadow_start ok rivm-meetdata" in out
+        assert f"report: {reports[1]}" in out and f"report: {reports[0]}" in out
+        # The report is the one the saga record holds.
+        saga = report["saga"]
+        stored = await (await sagas(bus)).get(saga)
+        assert stored is not None and stored.value.report == report
+
+        # --json prints the report only.
+        result = await stekker(nats_server, data_dir, "drill", "takeover", "--member",
+                               "dommel", "--json")
+        assert result.exit_code == 0, result.stderr
+        printed = json.loads(json_document(result.stdout))
+        assert printed["passed"] is True and printed["saga"] != saga
+        assert len(list((data_dir / "reports").iterdir())) == 4
+
+        # Acting as the target is refused with one line that says what to do.
+        result = await stekker(nats_server, data_dir, "--as", "dommel", "drill", "takeover",
+                               "--member", "dommel")
+        assert result.exit_code == 1
+        assert result.stderr.count("\n") == 1 and "--as" in result.stderr
+
+        # Nobody coordinates for zuidas once its node is gone: exit 2 after the bound.
+        await fed.stop_node("zuidas")
+        result = await stekker(nats_server, data_dir, "--as", "zuidas", "drill", "takeover",
+                               "--member", "dommel", "--timeout", "1")
+        assert result.exit_code == 2
+        assert result.stderr.count("\n") == 1 and "did not finish within 1 s" in result.stderr

@@ -1,0 +1,101 @@
+"""`stekker workload submit|list|explain` against a federation running in-test.
+
+The CLI calls `asyncio.run`, so these tests are plain (sync) functions and the federation
+runs on its own loop in a thread (`support_workloads.threaded_federation`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from mesh.cli.main import app
+from mesh.server import NatsCluster
+from support import DEMO_WORKLOADS
+from support_workloads import threaded_federation
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def logs_to_a_file(tmp_path: Path) -> Iterator[None]:
+    """The federation's thread logs while CliRunner captures stdout: keep them apart."""
+    old = structlog.get_config()
+    with (tmp_path / "services.log").open("w") as sink:
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sink))
+        try:
+            yield
+        finally:
+            structlog.configure(**old)
+
+
+def cli(fed_dir: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["--nats", url, "--data-dir", str(fed_dir), "workload", *args])
+
+
+def test_submit_list_explain(nats_server: NatsCluster, tmp_path: Path) -> None:
+    fed_dir, url = tmp_path / "fed", nats_server.urls[0]
+    with threaded_federation(nats_server.urls, fed_dir):
+        brp = cli(fed_dir, url, "submit", str(DEMO_WORKLOADS / "rvig-brp-kern.yaml"))
+        assert brp.exit_code == 0, brp.output
+        assert "rvig-brp-kern" in brp.stdout and "amstel/" in brp.stdout
+
+        nctv = cli(fed_dir, url, "submit", str(DEMO_WORKLOADS / "nctv-dreigingsbeeld.yaml"),
+                   "--json")
+        assert nctv.exit_code == 2, nctv.output
+        refused = json.loads(nctv.stdout)
+        assert refused["state"] == "unplaceable" and refused["members"] == []
+        assert "classification_not_cleared" in refused["summary"]
+
+        again = cli(fed_dir, url, "submit", str(DEMO_WORKLOADS / "rvig-brp-kern.yaml"))
+        assert again.exit_code == 0 and "placed already" in again.stdout
+
+        listed = cli(fed_dir, url, "list", "--json")
+        assert listed.exit_code == 0, listed.output
+        items = {i["id"]: i for i in json.loads(listed.stdout)}
+        assert set(items) == {"rvig-brp-kern", "nctv-dreigingsbeeld"}
+        kern = items["rvig-brp-kern"]
+        assert kern["tenant"] == "rvig" and kern["criticality"] == "critical"
+        assert kern["members"] == ["amstel"] and kern["generation"] == 1
+        assert kern["state"] in ("placed", "running")
+        assert [r["member"] for r in kern["replicas"]] == ["amstel"]
+        assert items["nctv-dreigingsbeeld"]["state"] == "unplaceable"
+
+        table = cli(fed_dir, url, "list")
+        assert table.exit_code == 0 and "nctv-dreigingsbeeld" in table.stdout
+
+        explained = cli(fed_dir, url, "explain", "rvig-brp-kern", "--json")
+        assert explained.exit_code == 0, explained.output
+        doc = json.loads(explained.stdout)
+        assert doc["workload"] == "rvig-brp-kern" and doc["feasible"] is True
+        rows = {r["member"]: r for r in doc["rows"]}
+        assert set(rows) == {"amstel", "dommel", "zuidas"}
+        assert rows["amstel"]["chosen"] and rows["amstel"]["passed"]
+        assert rows["dommel"]["reason"] == "seal_too_low" and not rows["dommel"]["passed"]
+        assert rows["amstel"]["sites"], "per-site verdicts of the chosen member"
+
+        human = cli(fed_dir, url, "explain", "nctv-dreigingsbeeld")
+        assert human.exit_code == 0 and "classification_not_cleared" in human.stdout
+
+        unknown = cli(fed_dir, url, "explain", "no-such-workload")
+        assert unknown.exit_code == 1
+        assert unknown.stderr.strip().count("\n") == 0
+        assert "no-such-workload" in unknown.stderr
+
+
+def test_submit_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "id: kapot\ntenant: t\nresources:\n  vcpu: 2\nrequirements:\n  min_seal: 9\n"
+    )
+    result = runner.invoke(app, ["--nats", "nats://127.0.0.1:1", "--data-dir",
+                                 str(tmp_path), "workload", "submit", str(bad)])
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert f"{bad}:6" in line and "requirements.min_seal" in line

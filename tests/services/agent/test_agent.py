@@ -1,0 +1,166 @@
+"""The agent on a real nats-server: binds signed placements (with or without a KV record),
+lets go of replicas that moved, releases on request, reports driver failures, reconciles
+after a restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from contracts.registry import CapacityReported
+from contracts.resources import Resources
+from contracts.state import PlacementRecord, ReplicaStatus
+from contracts.workload import (
+    Assignment,
+    DecisionRecord,
+    WorkloadBound,
+    WorkloadFailed,
+    WorkloadPlaced,
+    WorkloadReleased,
+    WorkloadSpec,
+)
+from mesh.server import NatsCluster
+from support import federation, wait_until
+from support_workloads import agent_of, placements
+
+AGENTS = ["iam", "registry", "agent"]
+NOW = dt.datetime.now(dt.UTC)
+
+
+def spec(id: str, vcpu: float = 2) -> WorkloadSpec:
+    return WorkloadSpec(id=id, tenant="conformance",
+                        resources=Resources(vcpu=vcpu, memory_gib=4, storage_gib=10))
+
+
+def placed(wl: WorkloadSpec, generation: int, *where: tuple[str, str]) -> WorkloadPlaced:
+    assignments = [Assignment(member=m, site=s, replica=i) for i, (m, s) in enumerate(where)]
+    decision = DecisionRecord(workload=wl.id, decided_by="test", decided_at=NOW,
+                              chosen=assignments)
+    return WorkloadPlaced(spec=wl, assignments=assignments, generation=generation,
+                          decision=decision)
+
+
+async def test_agent_follows_signed_placements_without_a_record(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
+        bus = await fed.bus("dommel")
+        amstel, zuidas = agent_of(fed, "amstel"), agent_of(fed, "zuidas")
+        wl = spec("conformance-1")
+
+        # A placement with no record in fed_placements (a conformance test's): bound.
+        await bus.publish(placed(wl, 1, ("amstel", "ams1")))
+        bound = await wait_until(
+            lambda: bus.last_event(WorkloadBound.subject("amstel", wl.id)), what="bound"
+        )
+        assert isinstance(bound[0], WorkloadBound) and bound[0].generation == 1
+        assert bound[0].site == "ams1" and bound[0].driver == "sim"
+        assert bound[1].msg_id == f"bound-{wl.id}-1-amstel"
+        assert set(amstel.instances) == {wl.id}
+        assert await (await placements(bus)).get(wl.id) is None
+
+        # Generation 2 moves it to zuidas: amstel stops and says so, zuidas binds.
+        await bus.publish(placed(wl, 2, ("zuidas", "gro1")))
+        released = await wait_until(
+            lambda: bus.last_event(WorkloadReleased.subject("amstel", wl.id)), what="released"
+        )
+        assert isinstance(released[0], WorkloadReleased)
+        assert (released[0].member, released[0].cause, released[0].generation) == (
+            "amstel", "moved", 2)
+        assert wl.id not in amstel.instances
+        await wait_until(lambda: zuidas.generation_of(wl.id) == 2, what="zuidas runs gen 2")
+
+        # An older placement arriving late changes nothing; a release naming zuidas stops it.
+        await bus.publish(placed(wl, 1, ("zuidas", "gro1")))
+        await bus.publish(WorkloadReleased(workload=wl.id, member="zuidas", cause="test"))
+        await wait_until(lambda: wl.id not in zuidas.instances, what="zuidas released it")
+        confirmed = await wait_until(
+            lambda: bus.last_event(WorkloadReleased.subject("zuidas", wl.id)),
+            what="zuidas confirms the release",
+        )
+        assert isinstance(confirmed[0], WorkloadReleased)
+        assert (confirmed[0].member, confirmed[0].generation, confirmed[0].cause) == (
+            "zuidas", 2, "test")
+        assert wl.id not in amstel.instances
+
+        # The capacity report counts what runs (here: nothing any more).
+        report = await wait_until(
+            lambda: bus.last_event(CapacityReported.subject("zuidas")), what="capacity"
+        )
+        assert isinstance(report[0], CapacityReported)
+        assert {s.site for s in report[0].sites} == {s.id for s in fed.profiles["zuidas"].sites}
+
+
+async def test_driver_failure_is_reported_not_fatal(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
+        bus = await fed.bus("dommel")
+        too_big = spec("too-big", vcpu=100_000)
+        await bus.publish(placed(too_big, 1, ("amstel", "ams1")))
+        failed = await wait_until(
+            lambda: bus.last_event(WorkloadFailed.subject("amstel", too_big.id)), what="failed"
+        )
+        assert isinstance(failed[0], WorkloadFailed)
+        assert "amstel/ams1" in failed[0].reason and "vcpu" in failed[0].reason
+        # Still working: the next placement is bound.
+        ok = spec("fits")
+        await bus.publish(placed(ok, 1, ("amstel", "ams1")))
+        await wait_until(lambda: ok.id in agent_of(fed, "amstel").instances, what="bound")
+
+
+async def test_restarted_node_reconciles_from_placements(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS,
+                          members=["amstel"]) as fed:
+        bus = await fed.bus("amstel")
+        wl = spec("kept-alive")
+        bucket = await placements(bus)
+        await bucket.create(wl.id, PlacementRecord(
+            spec=wl, state="placed", generation=3, published_generation=3,
+            assignments=[Assignment(member="amstel", site="alm1")],
+            replicas=[ReplicaStatus(member="amstel", site="alm1")],
+        ))
+        await fed.stop_node("amstel")
+        await fed.start_node("amstel", AGENTS)
+        agent = agent_of(fed, "amstel")
+        await wait_until(lambda: agent.generation_of(wl.id) == 3, what="restarted replica")
+        entry = await wait_until(lambda: bucket.get(wl.id), what="record")
+
+        async def running() -> bool:
+            entry = await bucket.get(wl.id)
+            return entry is not None and entry.value.state == "running"
+
+        await wait_until(running, what="record says running")
+        entry = await bucket.get(wl.id)
+        assert entry is not None
+        assert [(r.member, r.state) for r in entry.value.replicas] == [("amstel", "running")]
+
+
+async def test_process_driver_agent_runs_and_stops_real_children(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    import psutil
+
+    from mesh.runtime import NodeSettings
+    from services.agent.drivers.process import http_ok
+    from support_workloads import demo_spec
+
+    meetdata = demo_spec("rivm-meetdata")
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS,
+                          members=["amstel"], settings=NodeSettings(driver="process")) as fed:
+        bus = await fed.bus("amstel")
+        await bus.publish(placed(meetdata, 1, ("amstel", "ams1")))
+        agent = agent_of(fed, "amstel")
+        instance = await wait_until(lambda: agent.instances.get(meetdata.id), what="started")
+        assert instance.data_dir == tmp_path / "fed" / "workloads" / "amstel" / meetdata.id / "data"
+        assert instance.port is not None and await http_ok(instance.port, "/")
+        bound = await wait_until(
+            lambda: bus.last_event(WorkloadBound.subject("amstel", meetdata.id)), what="bound"
+        )
+        assert isinstance(bound[0], WorkloadBound) and bound[0].driver == "process"
+        pid = instance.pid
+        assert pid is not None
+    # Stopping the node closed the driver, which stopped its children.
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -1,0 +1,181 @@
+"""The scheduler service with registry and agents, on a real nats-server: placement of the
+demo workloads, exactly-once placement under repeats and races, failover re-placement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts.failover import Evidence, MemberDown
+from contracts.security import SecurityViolation
+from contracts.state import PlacementRecord
+from contracts.workload import WorkloadPlaced, WorkloadSubmitted
+from mesh.server import NatsCluster
+from services.scheduler.service import SchedulerService
+from support import federation, wait_until
+from support_workloads import (
+    PLACING,
+    agent_of,
+    count_on_fed,
+    demo_spec,
+    demo_specs,
+    members_known,
+    placements,
+    schedulers,
+    submissions_handled,
+)
+
+SETTLED = ("running", "degraded", "unplaceable")
+
+
+def members(record: PlacementRecord) -> set[str]:
+    return {a.member for a in record.assignments}
+
+
+async def settle_all(bus, count: int) -> dict[str, PlacementRecord]:
+    bucket = await placements(bus)
+
+    async def probe() -> dict[str, PlacementRecord] | None:
+        records = {e.key: e.value for e in await bucket.items()}
+        if len(records) < count or any(r.state not in SETTLED for r in records.values()):
+            return None
+        return records
+
+    return await wait_until(probe, timeout=20, what="every workload placed and running")
+
+
+async def test_demo_workloads_are_placed_and_bound(nats_server: NatsCluster, tmp_path: Path):
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("amstel")
+        await wait_until(lambda: members_known(bus), what="member profiles")
+        specs = demo_specs()
+        for spec in specs:
+            await bus.publish(WorkloadSubmitted(spec=spec))
+        records = await settle_all(bus, len(specs))
+
+        for spec in specs:
+            record = records[spec.id]
+            assert record.generation == 1
+            assert record.published_generation == 1
+            # Never two replicas on one member; never more than asked.
+            assert len(members(record)) == len(record.assignments) <= spec.replicas
+        assert records["rvig-brp-kern"].state == "running"
+        assert members(records["rvig-brp-kern"]) == {"amstel"}
+        assert members(records["duo-studiefinanciering-portaal"]) == {"amstel", "dommel", "zuidas"}
+        assert members(records["gemeente-utrecht-website"]) == {"amstel", "dommel", "zuidas"}
+        assert members(records["belastingdienst-toeslagen-api"]) == {"amstel", "dommel"}
+        assert members(records["kadaster-kaartviewer"]) == {"amstel", "dommel"}
+        impossible = records["nctv-dreigingsbeeld"]
+        assert impossible.state == "unplaceable" and impossible.assignments == []
+        assert impossible.decision is not None
+        assert "classification_not_cleared" in impossible.decision.summary
+
+        # Each agent runs exactly the replicas assigned to its member, all "running".
+        for member in fed.nodes:
+            expected = {k for k, r in records.items() if member in members(r)}
+            assert set(agent_of(fed, member).instances) == expected
+        for record in records.values():
+            assert all(r.state == "running" for r in record.replicas)
+            assert {(r.member, r.site) for r in record.replicas} == {
+                (a.member, a.site) for a in record.assignments
+            }
+        assert all(agent_of(fed, m).heartbeats > 0 for m in fed.nodes)
+
+
+async def test_repeated_and_raced_submissions_place_once(
+    nats_server: NatsCluster, tmp_path: Path
+):
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("zuidas")
+        await wait_until(lambda: members_known(bus), what="member profiles")
+        shared = schedulers(fed)
+        # A second scheduler with its OWN durable gets every submission too: a race.
+        rival = SchedulerService(durable="scheduler-rival",
+                                 failover_durable="scheduler-rival-failover")
+        await rival.start(fed.nodes["dommel"].ctx)
+        try:
+            spec = demo_spec("gemeente-utrecht-website")
+            before = submissions_handled(shared), submissions_handled([rival])
+            # The same submission twice, with two different msg ids.
+            await bus.publish(WorkloadSubmitted(spec=spec))
+            await bus.publish(WorkloadSubmitted(spec=spec))
+            await wait_until(
+                lambda: submissions_handled(shared) >= before[0] + 2
+                and submissions_handled([rival]) >= before[1] + 2,
+                what="both schedulers handled both submissions",
+            )
+            # Exactly one CAS create won among four attempts.
+            assert sum(s.placed for s in [*shared, rival]) == 1
+            entry = await (await placements(bus)).get(spec.id)
+            assert entry is not None and entry.value.generation == 1
+            assert len(entry.value.history) == 1
+            placed = WorkloadPlaced.subject_pattern().replace("*.*", f"*.{spec.id}")
+            assert await count_on_fed(bus, placed) == 1
+            last = await bus.last_event(WorkloadPlaced.subject(entry.value.decision.decided_by,
+                                                               spec.id))
+            assert last is not None and last[1].msg_id == f"placed-{spec.id}-1"
+        finally:
+            await rival.stop()
+
+
+async def test_member_down_replaces_its_workloads(nats_server: NatsCluster, tmp_path: Path):
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("amstel")
+        await wait_until(lambda: members_known(bus), what="member profiles")
+        specs = demo_specs()
+        for spec in specs:
+            await bus.publish(WorkloadSubmitted(spec=spec))
+        before = await settle_all(bus, len(specs))
+
+        # One observer alone is no quorum: refused and reported, nothing moves.
+        await bus.publish(MemberDown(member="zuidas", epoch=1, quorum=1, evidence=[
+            Evidence(observer="amstel", msg_id="s1", silence_s=5.0)]))
+        # A quorum of the others (2 of 2) declares dommel down.
+        await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=[
+            Evidence(observer="amstel", msg_id="s2", silence_s=5.0),
+            Evidence(observer="zuidas", msg_id="s3", silence_s=5.0),
+        ]))
+        hit = {k for k, r in before.items() if "dommel" in members(r)}
+        assert "rivm-luchtkwaliteit-dashboard" in hit
+        bucket = await placements(bus)
+
+        async def replaced() -> dict[str, PlacementRecord] | None:
+            records = {e.key: e.value for e in await bucket.items()}
+            done = all(records[k].generation == 2 and records[k].state in SETTLED for k in hit)
+            return records if done else None
+
+        after = await wait_until(replaced, timeout=20, what="dommel's workloads re-placed")
+        for key, record in after.items():
+            if key not in hit:
+                assert record.generation == before[key].generation
+                continue
+            assert "dommel" not in members(record)
+            assert len(members(record)) == len(record.assignments)  # none on two members
+            survivors = {(a.member, a.site) for a in before[key].assignments
+                         if a.member != "dommel"}
+            assert survivors <= {(a.member, a.site) for a in record.assignments}
+            assert record.history[-1].startswith("gen 2: failover from dommel → ")
+            assert record.decision is not None and record.decision.cause == "failover"
+        dashboard = after["rivm-luchtkwaliteit-dashboard"]
+        assert members(dashboard) == {"amstel", "zuidas"}
+        assert dashboard.state == "running"
+        (newcomer,) = members(dashboard) - members(before["rivm-luchtkwaliteit-dashboard"])
+        assert dashboard.history[-1].startswith(f"gen 2: failover from dommel → {newcomer}")
+        duo = after["duo-studiefinanciering-portaal"]
+        assert duo.state == "degraded" and members(duo) == {"amstel", "zuidas"}
+        kadaster = after["kadaster-kaartviewer"]
+        assert kadaster.state == "degraded" and members(kadaster) == {"amstel"}
+        # dommel's node still runs here, so its agent sees the moves and lets go.
+        await wait_until(lambda: not agent_of(fed, "dommel").instances,
+                         what="dommel released its replicas")
+        await wait_until(
+            lambda: "rivm-luchtkwaliteit-dashboard" in agent_of(fed, newcomer).instances,
+            what="the newcomer runs the dashboard",
+        )
+        # The lone declaration against zuidas was reported and changed nothing.
+        violation = await wait_until(
+            lambda: bus.last_event("fed.v1.security.violation.*"), what="violation report"
+        )
+        assert isinstance(violation[0], SecurityViolation)
+        assert violation[0].reason == "quorum_missing"
+        assert all("zuidas" in members(after[k]) for k, r in before.items()
+                   if "zuidas" in members(r))

@@ -1,0 +1,137 @@
+"""The scheduler shell's pure helpers: failover order, re-placed records, the token
+bucket, the quorum check and member statuses from KV records."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from contracts.registry import MemberProfile, Site
+from contracts.resources import Resources
+from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SagaRecord
+from contracts.workload import Assignment, DecisionRecord, WorkloadSpec
+from mesh.state import Entry
+from services.scheduler.reader import FederationState, member_statuses
+from services.scheduler.replace import (
+    TokenBucket,
+    failover_order,
+    hit_by,
+    quorum_problem,
+    replaced_record,
+)
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+R = Resources(vcpu=2, memory_gib=4, storage_gib=10)
+
+
+def rec(id: str, criticality: str = "normal", rto: int = 300, *members: str,
+        state: str = "placed") -> PlacementRecord:
+    assignments = [Assignment(member=m, site=f"{m}1", replica=i) for i, m in enumerate(members)]
+    return PlacementRecord(
+        spec=WorkloadSpec(id=id, tenant="t", criticality=criticality,  # type: ignore[arg-type]
+                          rto_seconds=rto, replicas=max(1, len(members)), resources=R),
+        state=state,  # type: ignore[arg-type]
+        generation=1,
+        assignments=assignments,
+        replicas=[ReplicaStatus(member=a.member, site=a.site, state="running")
+                  for a in assignments],
+        published_generation=1,
+        history=["gen 1: placed"],
+    )
+
+
+def test_failover_order_is_criticality_then_rto_then_id() -> None:
+    records = [
+        ("low-a", rec("low-a", "low", 10, "a")),
+        ("crit-slow", rec("crit-slow", "critical", 600, "a")),
+        ("crit-fast", rec("crit-fast", "critical", 60, "a")),
+        ("high-b", rec("high-b", "high", 60, "a")),
+        ("high-a", rec("high-a", "high", 60, "a")),
+    ]
+    assert failover_order(records) == ["crit-fast", "crit-slow", "high-a", "high-b", "low-a"]
+
+
+def test_hit_by_ignores_inactive_placements() -> None:
+    assert hit_by(rec("w", "normal", 300, "a", "b"), "b")
+    assert not hit_by(rec("w", "normal", 300, "a"), "b")
+    assert not hit_by(rec("w", "normal", 300, "b", state="released"), "b")
+
+
+def test_replaced_record_keeps_survivors_and_adds_history() -> None:
+    old = rec("w", "normal", 300, "amstel", "dommel")
+    chosen = [Assignment(member="amstel", site="amstel1", replica=0),
+              Assignment(member="zuidas", site="zuidas1", replica=1)]
+    decision = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
+                              chosen=chosen)
+    new = replaced_record(old, decision, lost="dommel", now=NOW)
+    assert new.generation == 2 and new.state == "placed"
+    assert new.published_generation == 1  # set only once the event is out
+    assert [(r.member, r.state) for r in new.replicas] == [("amstel", "running"),
+                                                          ("zuidas", "assigned")]
+    assert new.history == ["gen 1: placed", "gen 2: failover from dommel → zuidas"]
+    degraded = replaced_record(
+        old, DecisionRecord(workload="w", decided_by="x", decided_at=NOW, chosen=chosen[:1],
+                            degraded=True), lost="dommel", now=NOW)
+    assert degraded.state == "degraded"
+    assert "survivors kept" in degraded.history[-1]
+    gone = replaced_record(
+        rec("w", "normal", 300, "dommel"),
+        DecisionRecord(workload="w", decided_by="x", decided_at=NOW, feasible=False),
+        lost="dommel", now=NOW)
+    assert gone.state == "unplaceable" and gone.assignments == []
+
+
+def test_token_bucket_spaces_out_after_the_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    assert bucket.reserve(0.0) == 0.0
+    assert bucket.reserve(0.0) == 0.0
+    assert abs(bucket.reserve(0.0) - 0.1) < 1e-9
+    assert abs(bucket.reserve(0.0) - 0.2) < 1e-9
+    assert bucket.reserve(10.0) == 0.0  # refilled, capped at the burst
+
+
+def test_quorum_problem() -> None:
+    active = ["amstel", "dommel", "zuidas"]
+    assert quorum_problem(member="dommel", observers=["amstel", "zuidas"], active=active,
+                          quorum=2) is None
+    # Repeats, the subject itself and strangers do not count.
+    problem = quorum_problem(member="dommel", observers=["amstel", "amstel", "dommel", "evil"],
+                             active=active, quorum=2)
+    assert problem is not None and "1 valid observer" in problem
+
+
+def test_member_statuses_down_wins_and_drills_never_freeze() -> None:
+    sagas = [
+        SagaRecord(saga="s1", member="zuidas", coordinator="amstel", reason="x", drill=True,
+                   state="running"),
+        SagaRecord(saga="s2", member="dommel", coordinator="amstel", reason="x", drill=False,
+                   state="running"),
+        SagaRecord(saga="s3", member="amstel", coordinator="dommel", reason="x", drill=False,
+                   state="completed"),
+    ]
+    downs = {
+        "down.dommel": DownDecision(member="dommel", state="down", epoch=1, declared_by="a",
+                                    declared_at=NOW),
+        "down.amstel": DownDecision(member="amstel", state="recovered", epoch=1,
+                                    declared_by="a", declared_at=NOW),
+    }
+    assert member_statuses(downs, sagas) == {"dommel": "down"}
+    assert member_statuses({}, sagas) == {"dommel": "frozen"}
+
+
+def test_federation_state_counts_only_reserving_placements() -> None:
+    site = Site(id="a1", country="NL", capacity=Resources(vcpu=10, memory_gib=40,
+                                                          storage_gib=1000))
+    profile = MemberProfile(id="amstel", name="A", legal_seat="NL", sov={}, sites=[site])
+    placed = rec("w1", "normal", 300, "amstel")
+    placed.assignments = [Assignment(member="amstel", site="a1")]
+    released = rec("w2", "normal", 300, "amstel", state="released")
+    released.assignments = [Assignment(member="amstel", site="a1")]
+    state = FederationState(
+        profiles={"amstel": profile}, statuses={}, member_revisions={"amstel": 4},
+        revisions={"members/amstel": 4},
+        placements={"w1": Entry("w1", placed, 1), "w2": Entry("w2", released, 1)},
+    )
+    snap = state.snapshot(NOW.date())
+    assert snap.members["amstel"].free["a1"].vcpu == 8
+    assert snap.revisions == {"members/amstel": 4}
+    assert state.snapshot(NOW.date(), exclude_status=()).members["amstel"].free["a1"].vcpu == 6

@@ -1,0 +1,74 @@
+"""Test helpers for failover: heartbeats signed by each member's key, and forgeries.
+
+Used while (or where) the agent service is not there to publish the heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+from support import Federation
+
+from contracts.base import Event
+from contracts.registry import Heartbeat
+from mesh.bus import Bus
+from mesh.envelope import seal
+from mesh.keys import Identity
+
+
+class HeartbeatPump:
+    """Publishes a `health.heartbeat.v1` for each member every interval, like its agent
+    would; `pause`/`resume` a member to make it fall silent and come back."""
+
+    def __init__(self, fed: Federation, interval_s: float) -> None:
+        self.fed = fed
+        self.interval_s = interval_s
+        self.paused: set[str] = set()
+        self.sent: dict[str, int] = {}
+        self._buses: dict[str, Bus] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, members: Iterable[str]) -> HeartbeatPump:
+        for member in members:
+            self._buses[member] = await self.fed.bus(member)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def pause(self, *members: str) -> None:
+        self.paused.update(members)
+
+    def resume(self, *members: str) -> None:
+        self.paused.difference_update(members)
+
+    async def _run(self) -> None:
+        while True:
+            for member, bus in self._buses.items():
+                if member in self.paused:
+                    continue
+                seq = self.sent.get(member, 0) + 1
+                with contextlib.suppress(Exception):
+                    await bus.publish(Heartbeat(seq=seq, interval_s=self.interval_s), timeout=2)
+                    self.sent[member] = seq
+            await asyncio.sleep(self.interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def publish_forged(bus: Bus, event: Event, *, claimed: str, target: str | None) -> str:
+    """Publish `event` as if from `claimed`, signed by a key no roster knows. Returns the
+    forged message's msg id."""
+    outsider = Identity(claimed, Identity.generate("outsider").private)
+    subject = type(event).subject(claimed, target)
+    body = msgspec.json.encode(event)
+    headers = seal(outsider, subject, type(event).type_name(), body,
+                   now=dt.datetime.now(dt.UTC))
+    await bus.js.publish(subject, body, headers=headers)
+    return headers["Nats-Msg-Id"]
