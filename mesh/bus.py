@@ -34,7 +34,13 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import trace
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from contracts.base import Event
 from contracts.security import SecurityViolation
@@ -47,6 +53,17 @@ from mesh.trust import TrustStore
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
 log = logger("mesh.bus")
+
+# JetStream API errors that pass while a cluster elects leaders or a peer comes back:
+# no suitable peers for placement (10005), cluster not available (10008), stream offline.
+_PASSING_JS_CODES = frozenset({10005, 10008, 10118})
+
+
+def _passing_js_error(exc: BaseException) -> bool:
+    if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                        nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in _PASSING_JS_CODES
 
 
 @dataclass
@@ -101,8 +118,11 @@ class Bus:
     ) -> Bus:
         """Connect with retries (tenacity); raises NotConnected after the bound."""
 
+        errors: list[str] = []
+
         async def _error_cb(exc: Exception) -> None:
-            log.debug("nats error", error=str(exc))
+            errors.append(str(exc) or type(exc).__name__)
+            log.debug("nats error", error=errors[-1])
 
         try:
             async for attempt in AsyncRetrying(
@@ -127,7 +147,8 @@ class Bus:
                         timeout=min(5.0, connect_timeout_s),
                     )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
-            raise NotConnected(f"cannot reach NATS at {', '.join(servers)}: {exc}") from None
+            why = errors[-1] if errors else (str(exc) or type(exc).__name__)
+            raise NotConnected(f"cannot reach NATS at {', '.join(servers)}: {why}") from None
         return cls(nc, identity=identity, trust=trust or TrustStore(), service=service)
 
     async def close(self) -> None:
@@ -211,10 +232,7 @@ class Bus:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(bound_s),
             wait=wait_exponential(multiplier=0.1, max=1.0),
-            retry=retry_if_exception_type(
-                (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                 nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)
-            ),
+            retry=retry_if_exception(_passing_js_error),
             reraise=True,
         ):
             with attempt:

@@ -355,19 +355,9 @@ class Gatherer:
         return value
 
     async def _items(self, name: str, record: type[T]) -> dict[str, T]:
-        """Every live entry of a bucket.
-
-        The keys come from the bucket stream's subject list, not from a KV watcher:
-        on a clustered (R3) stream nats-py's watcher sometimes (~1 read in 100) ends its
-        initial values before the first one, because the new consumer still reports
-        nothing pending, and a whole bucket reads as empty. The view would flicker.
-        """
+        """Every live entry of a bucket."""
         kv = await bucket(self.bus, name, record)
-        prefix = f"$KV.{name}."
-        info = await self.bus.js.stream_info(f"KV_{name}", subjects_filter=f"{prefix}>")
-        keys = sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
-        entries = await asyncio.gather(*(kv.get(key) for key in keys))
-        return {entry.key: entry.value for entry in entries if entry is not None}
+        return {entry.key: entry.value for entry in await kv.items()}
 
     async def _members(self) -> list[dict[str, Any]]:
         from mesh.cli.members_cmd import collect  # what `stekker members` shows

@@ -22,12 +22,18 @@ from opentelemetry.sdk.trace import TracerProvider
 _configured = False
 
 
-def setup(service: str, *, level: str | None = None) -> None:
-    """Configure logging and tracing once per process."""
-    global _configured
-    if _configured:
-        return
-    _configured = True
+class _StderrLogger:
+    """Writes each line to whatever `sys.stderr` is *now* (tests swap it), never stdout:
+    stdout belongs to a command's output (tables, JSON)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Logs to stderr: readable lines on a terminal, JSON Lines otherwise."""
     level_name = (level or os.environ.get("STEKKER_LOG_LEVEL", "info")).upper()
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=True)
@@ -45,9 +51,19 @@ def setup(service: str, *, level: str | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level_name, logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=lambda *args: _StderrLogger(),
+        # Not cached: a logger made at import must follow a later configure_logging().
+        cache_logger_on_first_use=False,
     )
+
+
+def setup(service: str, *, level: str | None = None) -> None:
+    """Configure logging, and tracing once per process (its service name sticks)."""
+    global _configured
+    configure_logging(level)
+    if _configured:
+        return
+    _configured = True
     provider = TracerProvider(resource=Resource.create({"service.name": f"stekker-{service}"}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -55,6 +71,10 @@ def setup(service: str, *, level: str | None = None) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+# Until a process says otherwise, log to stderr, never to stdout.
+configure_logging()
 
 
 def logger(name: str) -> structlog.stdlib.BoundLogger:

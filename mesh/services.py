@@ -37,6 +37,9 @@ def make_service(name: str) -> Any:
 def make_services(names: list[str] | None = None) -> list[Any]:
     """The named services (iam always first, since every other one needs the roster)."""
     chosen = names or list(SERVICES)
+    unknown = [n for n in chosen if n not in SERVICES]
+    if unknown:
+        raise ConfigError(f"unknown service {unknown[0]!r}; known: {', '.join(SERVICES)}")
     if "iam" not in chosen:
         chosen = ["iam", *chosen]
     return [make_service(n) for n in sorted(chosen, key=list(SERVICES).index)]

@@ -78,26 +78,39 @@ class Bucket(Generic[T]):
             await self.kv.delete(key)
 
     async def keys(self) -> list[str]:
-        try:
-            return sorted(await self.kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+        return [entry.key for entry in await self.items()]
+
+    async def _stored_keys(self) -> set[str]:
+        """Every key the bucket's stream holds a message for (live or deleted)."""
+        prefix = f"$KV.{self.name}."
+        info = await self.kv._js.stream_info(self.kv._stream, subjects_filter=f"{prefix}>")
+        return {subject[len(prefix):] for subject in (info.state.subjects or {})}
 
     async def items(self) -> list[Entry[T]]:
-        """Every live entry, read through a watcher (one round trip for all keys)."""
-        out: list[Entry[T]] = []
-        watcher = await self.kv.watchall(ignore_deletes=True)
+        """Every live entry, read through a watcher (one round trip for all keys).
+
+        nats-py's watcher sometimes signals the end of the initial values too early on a
+        cluster (about 1 read in 100 came back empty), so the keys it missed, as the
+        stream itself lists them, are read one by one.
+        """
+        expected = await self._stored_keys()
+        seen: dict[str, Entry[T] | None] = {}
+        watcher = await self.kv.watchall()
         try:
             async for entry in watcher:
-                if entry is None:  # end of the initial values
+                if entry is None:  # end of the initial values (or so it says)
                     break
-                if entry.value and entry.revision is not None:
-                    out.append(Entry(entry.key, self._decode(entry.key, entry.value),
-                                     entry.revision))
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    seen[entry.key] = None
+                elif entry.revision is not None:
+                    seen[entry.key] = Entry(entry.key, self._decode(entry.key, entry.value),
+                                            entry.revision)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
-        return sorted(out, key=lambda e: e.key)
+        for key in expected - seen.keys():
+            seen[key] = await self.get(key)
+        return sorted((e for e in seen.values() if e is not None), key=lambda e: e.key)
 
     async def modify(
         self, key: str, change: Callable[[T | None], T | None], *, attempts: int = 20

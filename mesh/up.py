@@ -86,7 +86,7 @@ class UpOptions:
     data_dir: Path
     members_dir: Path = DEFAULT_MEMBERS_DIR
     workloads_dir: Path = DEFAULT_WORKLOADS_DIR
-    driver: str = "sim"
+    driver: str = "auto"
     workloads: bool = True
     # None: a live view when stdout is a terminal, lines otherwise.
     live: bool | None = None
@@ -236,24 +236,13 @@ async def wait_nodes_ready(
         await asyncio.sleep(POLL_S)
 
 
-NO_PEERS_YET = 10005  # JetStream: "no suitable peers for placement, peer offline"
-
-
 async def provision(bus: Bus, replicas: int, timeout: float) -> None:
-    """`bus.provision`, retried while the new cluster's meta leader does not yet know
-    every peer as online: right after it is elected (the servers are "ready"), creating
-    an R3 stream may fail with "no suitable peers for placement" for a moment. Creating
-    is idempotent, so the whole provisioning is simply run again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await bus.provision(replicas)
-            return
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != NO_PEERS_YET or time.monotonic() >= deadline:
-                raise NatsServerFailed(f"cannot create the federation's streams: {exc}"
-                                       ) from None
-        await asyncio.sleep(POLL_S)
+    """`bus.provision`, bounded; the bus itself retries while a new cluster's meta leader
+    does not yet know every peer as online ("no suitable peers for placement")."""
+    try:
+        await asyncio.wait_for(bus.provision(replicas), timeout=timeout)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise NatsServerFailed(f"cannot create the federation's streams: {exc}") from None
 
 
 async def submit_workloads(bus: Bus, specs: list[WorkloadSpec]) -> list[int]:

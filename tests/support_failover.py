@@ -11,13 +11,13 @@ import datetime as dt
 from collections.abc import Iterable
 
 import msgspec
-from support import Federation
 
 from contracts.base import Event
 from contracts.registry import Heartbeat
 from mesh.bus import Bus
 from mesh.envelope import seal
 from mesh.keys import Identity
+from support import Federation
 
 
 class HeartbeatPump:

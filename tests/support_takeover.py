@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
-from support import Federation, wait_until
-from support_workloads import demo_spec, members_known, placements, service_of
 
 from contracts.base import Event
 from contracts.security import SecurityViolation
@@ -19,6 +17,8 @@ from mesh.envelope import Envelope, new_msg_id, seal
 from mesh.keys import Identity
 from mesh.state import Bucket, bucket
 from services.takeover.service import TakeoverService
+from support import Federation, wait_until
+from support_workloads import demo_spec, members_known, placements, service_of
 
 DRILLING = ["iam", "registry", "scheduler", "agent", "takeover"]
 FINISHED = ("completed", "failed")

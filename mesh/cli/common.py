@@ -84,7 +84,7 @@ async def open_bus(*, sign: bool = False, service: str = "cli") -> Bus:
 
     identity = acting_identity() if sign else None
     bus = await Bus.connect(servers(), identity=identity, service=service,
-                            connect_timeout_s=8.0)
+                            connect_timeout_s=5.0)
     try:
         roster = await load_roster(bus)
     except Exception:

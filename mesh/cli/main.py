@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
+from mesh import observability
 from mesh.cli import common
 
 app = typer.Typer(
@@ -19,6 +21,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     data_dir: Path | None = typer.Option(
         None, "--data-dir", envvar="STEKKER_DATA_DIR",
         help="Folder of the local federation (default: ./.stekker).",
@@ -33,6 +36,9 @@ def _root(
     ),
 ) -> None:
     common.configure(data_dir, nats, acting_as)
+    if ctx.invoked_subcommand not in ("node", "service"):
+        # Commands for people log warnings only, to stderr; nodes set up their own logs.
+        observability.setup("cli", level=os.environ.get("STEKKER_LOG_LEVEL", "warning"))
 
 
 # Sub-commands register here, one line each.

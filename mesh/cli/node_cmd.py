@@ -16,6 +16,7 @@ from mesh.runtime import Node, NodeContext, NodeSettings, configure, run_until_s
 from mesh.services import SERVICES, make_services
 from mesh.specfile import load_member_profile
 from mesh.trust import TrustStore
+from services.agent.drivers.factory import DRIVERS
 
 DEMO_MEMBERS = Path("deploy/demo/members")
 
@@ -32,6 +33,7 @@ async def _run(member: str, config: Path | None, services: list[str] | None,
     profile = load_member_profile(_profile_path(member, config))
     if profile.id != member:
         raise ConfigError(f"{config}: profile id {profile.id!r} is not {member!r}")
+    chosen = make_services(services)  # an unknown name fails here, before connecting
     data_dir = common.settings().data_dir
     identity = load_or_create_identity(data_dir / "keys", member)
     trust = TrustStore()
@@ -43,7 +45,7 @@ async def _run(member: str, config: Path | None, services: list[str] | None,
     await bus.provision(settings.replicas)
     ctx = NodeContext(bus=bus, identity=identity, profile=profile, data_dir=data_dir,
                       settings=settings, trust=trust)
-    await run_until_signalled(Node(ctx, make_services(services)))
+    await run_until_signalled(Node(ctx, chosen))
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +55,11 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(
             None, "--config", help="Member profile (TOML); default: data folder or demo."
         ),
-        driver: str = typer.Option("sim", "--driver", help="Agent driver: sim or process."),
+        driver: str = typer.Option(
+            "auto", "--driver",
+            help="Agent driver: sim (capacity model), process (real child processes), or "
+            "auto (process for workloads with a run command, sim for the rest).",
+        ),
         heartbeat: float = typer.Option(1.0, "--heartbeat", help="Heartbeat interval, s."),
         suspicion: float = typer.Option(3.0, "--suspicion", help="Silence before suspicion, s."),
         replicas: int = typer.Option(1, "--replicas", help="Replicas for new streams (≤3)."),
@@ -63,8 +69,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
         configure(f"node-{member}")
-        if driver not in ("sim", "process"):
-            common.fail(f"--driver must be sim or process, not {driver!r}")
+        if driver not in DRIVERS:
+            common.fail(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
         settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
                                 driver=driver, replicas=replicas)
         names = [s.strip() for s in services.split(",")] if services else None
@@ -80,7 +86,11 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
         member: str = typer.Option(..., "--member", help="Member id this service runs for."),
         config: Path | None = typer.Option(None, "--config", help="Member profile (TOML)."),
-        driver: str = typer.Option("sim", "--driver", help="Agent driver: sim or process."),
+        driver: str = typer.Option(
+            "auto", "--driver",
+            help="Agent driver: sim (capacity model), process (real child processes), or "
+            "auto (process for workloads with a run command, sim for the rest).",
+        ),
     ) -> None:
         """Run one service of a member as its own process (iam comes along for trust)."""
         configure(f"{name}-{member}")

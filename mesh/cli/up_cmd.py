@@ -32,6 +32,7 @@ from mesh.up import (
     node_health,
     run_up,
 )
+from services.agent.drivers.factory import DRIVERS
 
 DOWN_TIMEOUT_S = 60.0  # `up` stops nodes and servers with their own bounds (10 s each)
 
@@ -167,7 +168,11 @@ def register(app: typer.Typer) -> None:
         no_workloads: bool = typer.Option(
             False, "--no-workloads", help="Do not submit the sample workloads."
         ),
-        driver: str = typer.Option("sim", "--driver", help="Agent driver: sim or process."),
+        driver: str = typer.Option(
+            "auto", "--driver",
+            help="Agent driver: sim (capacity model), process (real child processes), or "
+            "auto (process for workloads with a run command, sim for the rest).",
+        ),
         no_live: bool = typer.Option(
             False, "--no-live",
             help="A line per change instead of the live view (automatic without a terminal).",
@@ -184,8 +189,8 @@ def register(app: typer.Typer) -> None:
         One NATS server and one node per member (profiles in --members-dir), then the
         sample workloads; Ctrl-C, SIGTERM or a closed terminal stop every process.
         """
-        if driver not in ("sim", "process"):
-            common.fail(f"--driver must be sim or process, not {driver!r}")
+        if driver not in DRIVERS:
+            common.fail(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
         names = [s.strip() for s in services.split(",") if s.strip()] if services else None
         unknown = sorted(set(names or ()) - set(SERVICES))
         if unknown:

@@ -102,7 +102,9 @@ class FailoverService:
         self.suspicions = SuspicionSet()
         self._ctx = ctx  # health() reads the pieces above from here on
         self._decisions = await bucket(ctx.bus, layout.KV_DECISIONS, DownDecision)
-        await self._seed_from_health()
+        # No seeding from the HEALTH stream's last heartbeats: after a whole federation
+        # restarts, every stored beat is old and every peer would look dead at once. A
+        # member dead before we started is suspected after the start-up grace instead.
         await self._resync()
         await ctx.bus.subscribe(HEARTBEATS, self._on_heartbeat)
         self._consumer = await ctx.bus.consume(
@@ -150,20 +152,6 @@ class FailoverService:
         }
 
     # -- inputs ---------------------------------------------------------------------------
-
-    async def _seed_from_health(self) -> None:
-        """A restarted observer knows when members last beat from the HEALTH stream, so a
-        member that died while it was away is suspected after the timeout, not the grace."""
-        assert self._ctx is not None
-        bus = self._ctx.bus
-        for member in self._others():
-            found = await bus.last_event(Heartbeat.subject(member), stream=layout.HEALTH)
-            if found is None:
-                continue
-            _, env = found
-            stored = env.received or env.time
-            age = max(0.0, (_utcnow() - stored).total_seconds())
-            self.book.heard(member, time.monotonic() - age)
 
     async def _on_heartbeat(self, event: Event, env: Envelope) -> None:
         if self._stopped or not isinstance(event, Heartbeat):

@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import msgspec  # noqa: E402
+import msgspec
 
-from contracts.iam import RosterBody, RosterMember  # noqa: E402
-from contracts.workload import WorkloadReleased  # noqa: E402
-from mesh.envelope import open_message, seal  # noqa: E402
-from mesh.keys import Identity  # noqa: E402
-from mesh.trust import TrustStore, sign_roster  # noqa: E402
+from contracts.iam import RosterBody, RosterMember
+from contracts.workload import WorkloadReleased
+from mesh.envelope import open_message, seal
+from mesh.keys import Identity
+from mesh.trust import TrustStore, sign_roster
 
 ROUNDS = 5
 PER_ROUND = 2000

@@ -6,12 +6,12 @@ import asyncio
 import json
 from pathlib import Path
 
-from support import federation
-from support_takeover import DRILLING, place_demo, sagas
 from typer.testing import CliRunner
 
 from mesh.cli.main import app
 from mesh.server import NatsCluster
+from support import federation
+from support_takeover import DRILLING, place_demo, sagas
 
 runner = CliRunner()
 

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from support import MEMBERS, federation, wait_until
 from typer.testing import CliRunner
 
 from contracts.state import CapacityRecord, DownDecision, MemberRecord, SagaRecord
@@ -17,6 +16,7 @@ from mesh.cli.members_cmd import free_of
 from mesh.server import NatsCluster
 from mesh.state import bucket
 from services.scheduler.sovereignty import overall_seal
+from support import MEMBERS, federation, wait_until
 
 runner = CliRunner()
 NOW = dt.datetime.now(dt.UTC)

@@ -25,7 +25,7 @@ async def test_node_process_health_and_graceful_stop(
             "--nats", nats_server.urls[0], "node", "--member", "amstel",
             "--config", str(DEMO_MEMBERS / "amstel.toml"), "--services", "iam,registry"]
     log = (tmp_path / "node.log").open("wb")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     nc = await nats.connect(nats_server.urls[0])
     try:
         async def health() -> dict[str, object] | None:

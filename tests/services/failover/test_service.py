@@ -11,9 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from support import MEMBERS, Federation, federation, wait_until
-from support_failover import HeartbeatPump, publish_forged
-
 from contracts.base import Event
 from contracts.failover import Evidence, MemberDown, MemberRecovered, MemberSuspected
 from contracts.security import SecurityViolation
@@ -25,6 +22,8 @@ from mesh.runtime import NodeSettings
 from mesh.server import NatsCluster
 from mesh.state import bucket
 from services.failover.service import FailoverService
+from support import MEMBERS, Federation, federation, wait_until
+from support_failover import HeartbeatPump, publish_forged
 
 SETTINGS = NodeSettings(heartbeat_interval_s=0.2, suspicion_timeout_s=0.8)
 SERVICES = ["iam", "registry", "agent", "failover"]

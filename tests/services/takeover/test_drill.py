@@ -6,18 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import federation, wait_until
-from support_takeover import (
-    DRILLING,
-    FINISHED,
-    place_demo,
-    publish_forged,
-    record_events,
-    request_drill,
-    saga_in,
-    takeover_of,
-)
-from support_workloads import agent_of, members_known, placements
 
 from contracts.security import SecurityViolation
 from contracts.takeover import (
@@ -32,6 +20,18 @@ from mesh.server import NatsCluster
 from services.agent.drivers.sim import SimDriver
 from services.takeover.plan import plan_hash
 from services.takeover.service import TakeoverService, shadow_instance_id
+from support import federation, wait_until
+from support_takeover import (
+    DRILLING,
+    FINISHED,
+    place_demo,
+    publish_forged,
+    record_events,
+    request_drill,
+    saga_in,
+    takeover_of,
+)
+from support_workloads import agent_of, members_known, placements
 
 TAKEOVER = ["fed.v1.takeover.>", "fed.v1.security.>"]
 # One by one, so placement is deterministic: rivm-meetdata lands on dommel (the most room
