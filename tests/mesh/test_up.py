@@ -291,7 +291,7 @@ async def test_member_stop_and_start_from_another_terminal(tmp_path: Path) -> No
             return any("member zuidas: local processes" in line and line.endswith("-> running")
                        for line in up.output().splitlines())
 
-        await wait_until(back, timeout=10, what="up saw zuidas come back")
+        await wait_until(back, timeout=30, what="up saw zuidas come back")
         pids = started_pids(data_dir)
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(timeout=60) == 0
