@@ -12,6 +12,8 @@ from contracts.registry import Classification
 from contracts.resources import Resources
 
 Criticality = Literal["critical", "high", "normal", "low"]
+# Why a placement decision was taken.
+Cause = Literal["submitted", "failover", "takeover", "rebalance", "recovery"]
 CRITICALITY_ORDER: tuple[str, ...] = ("critical", "high", "normal", "low")
 
 # A jurisdiction is an ISO country code or the word EU.
@@ -72,7 +74,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, frozen=True):
     """Everything needed to recompute a placement: inputs, verdicts, scores and the choice."""
 
     workload: WorkloadId
-    cause: Literal["submitted", "failover", "takeover", "rebalance"] = "submitted"
+    cause: Cause = "submitted"
     decided_by: str
     decided_at: dt.datetime
     # Revisions of the KV entries the decision read, so the snapshot can be found again.

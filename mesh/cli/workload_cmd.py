@@ -124,6 +124,11 @@ def _site_failures(verdicts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return failures
 
 
+def _checks_cell(checks: list[dict[str, Any]]) -> str:
+    """`✓ seal ✗ classification …`: each constraint the member passed or failed."""
+    return " ".join(f"{'✓' if c['passed'] else '✗'} {c['check']}" for c in checks)
+
+
 def register(app: typer.Typer) -> None:
     from services.scheduler.explain import explain_rows
 
@@ -211,10 +216,10 @@ def register(app: typer.Typer) -> None:
             return
         common.print_table(
             f"{workload}: {decision.summary}",
-            ["MEMBER", "SITE", "PASSED", "REASON", "DETAIL", "SCORE", "CHOSEN"],
+            ["MEMBER", "SITE", "PASSED", "REASON", "DETAIL", "CHECKS", "SCORE", "CHOSEN"],
             [
                 [r["member"], r["site"] or "-", "yes" if r["passed"] else "no",
-                 r["reason"] or "-", r["detail"],
+                 r["reason"] or "-", r["detail"], _checks_cell(r["checks"]),
                  "-" if r["score"] is None else f"{r['score']:.3f}",
                  "yes" if r["chosen"] else ""]
                 for r in rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.workload import DecisionRecord
+from contracts.workload import DecisionRecord, Verdict
 from services.scheduler.verdicts import by_member, ruling_failure
 
 
@@ -21,8 +21,35 @@ def _best_site(record: DecisionRecord, member: str) -> str | None:
     return min(scored, key=lambda s: (-scored[s], s)) if scored else None
 
 
+# The short name of the check behind each reason word, for a compact column.
+CHECK_NAMES: dict[str, str] = {
+    "member_excluded": "not-excluded",
+    "member_not_active": "active",
+    "seal_too_low": "seal",
+    "classification_not_cleared": "classification",
+    "certification_missing": "certifications",
+    "jurisdiction_not_allowed": "jurisdiction",
+    "insufficient_capacity": "capacity",
+}
+
+
+def _checks(verdicts: list[Verdict], site: str | None) -> list[dict[str, Any]]:
+    """Every check the member went through (and those of `site`), passed or failed."""
+    return [
+        {
+            "check": CHECK_NAMES.get(v.reason or "", v.reason),
+            "site": v.site,
+            "passed": v.passed,
+            "detail": v.detail,
+        }
+        for v in verdicts
+        if v.reason and (v.site is None or v.site == site)
+    ]
+
+
 def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
-    """Rows in member id order: member, site, passed, reason, detail, score, chosen."""
+    """Rows in member id order: member, site, passed, reason, detail, score, chosen, and
+    `checks`: every constraint the member (and that site) passed or failed."""
     chosen = {a.member: a.site for a in record.chosen}
     grouped = by_member(record.verdicts)
     rows = []
@@ -44,6 +71,7 @@ def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
                 "detail": detail,
                 "score": record.scores.get(f"{member}/{site}") if passed else None,
                 "chosen": member in chosen,
+                "checks": _checks(grouped.get(member, []), site),
             }
         )
     return rows

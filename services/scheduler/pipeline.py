@@ -10,9 +10,8 @@ import datetime as dt
 import itertools
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
 
-from contracts.workload import Assignment, DecisionRecord, Verdict, WorkloadSpec
+from contracts.workload import Assignment, Cause, DecisionRecord, Verdict, WorkloadSpec
 from services.scheduler.filters import (
     INSUFFICIENT_CAPACITY,
     MEMBER_FILTERS,
@@ -23,8 +22,6 @@ from services.scheduler.filters import (
 from services.scheduler.scoring import balance_score
 from services.scheduler.snapshot import MemberView, Snapshot
 from services.scheduler.verdicts import by_member, ruling_failure
-
-Cause = Literal["submitted", "failover", "takeover", "rebalance"]
 
 
 def _evaluate(

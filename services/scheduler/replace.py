@@ -72,17 +72,11 @@ def history_line(
     return line
 
 
-def replaced_record(
-    record: PlacementRecord,
-    decision: DecisionRecord,
-    *,
-    lost: str,
-    now: dt.datetime,
-    rto_s: float | None = None,
+def _next_record(
+    record: PlacementRecord, decision: DecisionRecord, *, now: dt.datetime, line: str
 ) -> PlacementRecord:
-    """The record after a failover decision: next generation, survivors' replica status
-    kept (they still run), new replicas "assigned", one history line more."""
-    generation = record.generation + 1
+    """The next generation of `record` after `decision`: replicas that stay keep their
+    status (they still run), new ones start "assigned", one history line more."""
     previous = {(r.member, r.site): r for r in record.replicas}
     replicas = [
         previous.get((a.member, a.site))
@@ -92,7 +86,7 @@ def replaced_record(
     return PlacementRecord(
         spec=record.spec,
         state=state_after(decision),
-        generation=generation,
+        generation=record.generation + 1,
         assignments=list(decision.chosen),
         replicas=replicas,
         decision=decision,
@@ -100,12 +94,47 @@ def replaced_record(
         submitted_at=record.submitted_at,
         updated_at=now,
         published_generation=record.published_generation,
-        history=[
-            *record.history,
-            history_line(generation, lost, survivors(record, lost), list(decision.chosen),
-                         rto_s=rto_s),
-        ],
+        history=[*record.history, line],
     )
+
+
+def replaced_record(
+    record: PlacementRecord,
+    decision: DecisionRecord,
+    *,
+    lost: str,
+    now: dt.datetime,
+    rto_s: float | None = None,
+) -> PlacementRecord:
+    """The record after a failover decision: the lost member's replica placed anew."""
+    line = history_line(record.generation + 1, lost, survivors(record, lost),
+                        list(decision.chosen), rto_s=rto_s)
+    return _next_record(record, decision, now=now, line=line)
+
+
+# Placements short of replicas: a member that comes back may take the missing ones.
+SHORT_STATES: frozenset[str] = frozenset({"degraded", "unplaceable"})
+
+
+def short_of_replicas(record: PlacementRecord) -> bool:
+    return record.state in SHORT_STATES and len(record.assignments) < record.spec.replicas
+
+
+def healed_record(
+    record: PlacementRecord, decision: DecisionRecord, *, recovered: str, now: dt.datetime
+) -> PlacementRecord | None:
+    """The record after a recovery decision, or None when it adds no replica.
+
+    Healing only adds missing replicas next to the ones that run: nothing moves back, so
+    a recovery never evicts anything by surprise (moving back is `workload rebalance`).
+    """
+    before = {a.member for a in record.assignments}
+    added = [a.member for a in decision.chosen if a.member not in before]
+    if not added:
+        return None
+    line = (f"gen {record.generation + 1}: {recovered} recovered → replica(s) added on "
+            f"{', '.join(added)}")
+    return _next_record(record, decision, now=now, line=line)
 
 
 @dataclass

@@ -7,7 +7,9 @@ scheduler in the federation handles each message, another takes over if it dies)
   `fed_placements/<id>` is created by compare-and-set, so even two schedulers that both
   got the submission place it once; only the CAS winner publishes.
 - `scheduler-failover` on `member.down`: re-places every placement with a replica on the
-  down member, critical first, rate-limited, keeping the surviving replicas.
+  down member, critical first, rate-limited, keeping the surviving replicas; and on
+  `member.recovered`: gives placements short of replicas (degraded, unplaceable) the
+  missing ones where they now fit, without moving any replica that runs.
 
 Publishing happens after the CAS, so a crash in between leaves a record whose
 `published_generation` lags its `generation`; the redelivered message (or the same
@@ -23,7 +25,7 @@ import time
 from typing import Any
 
 from contracts.base import Event
-from contracts.failover import MemberDown
+from contracts.failover import MemberDown, MemberRecovered
 from contracts.state import DownDecision, PlacementRecord, ReplicaStatus
 from contracts.workload import (
     DecisionRecord,
@@ -44,9 +46,11 @@ from services.scheduler.reader import FederationState, load_snapshot, read_state
 from services.scheduler.replace import (
     TokenBucket,
     failover_order,
+    healed_record,
     hit_by,
     quorum_problem,
     replaced_record,
+    short_of_replicas,
     state_after,
     survivors,
 )
@@ -123,7 +127,8 @@ class SchedulerService:
             durable=self.durable,
         )
         self.failovers = await ctx.bus.consume(
-            self._on_down, subjects=[MemberDown.subject_pattern()],
+            self._on_member, subjects=[MemberDown.subject_pattern(),
+                                       MemberRecovered.subject_pattern()],
             durable=self.failover_durable,
         )
 
@@ -227,9 +232,13 @@ class SchedulerService:
 
     # -- failover -------------------------------------------------------------------------
 
-    async def _on_down(self, event: Event, env: Envelope) -> None:
-        if not isinstance(event, MemberDown):
-            return
+    async def _on_member(self, event: Event, env: Envelope) -> None:
+        if isinstance(event, MemberDown):
+            await self._on_down(event, env)
+        elif isinstance(event, MemberRecovered):
+            await self.heal(event.member)
+
+    async def _on_down(self, event: MemberDown, env: Envelope) -> None:
         trust = self.ctx.trust
         problem = quorum_problem(
             member=event.member,
@@ -298,6 +307,55 @@ class SchedulerService:
             state.placements[key] = Entry(key, new, revision)
             log.info("re-placed", workload=key, generation=new.generation, state=new.state,
                      line=new.history[-1])
+            await self._announce(key, new)
+            return True
+        raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def heal(self, recovered: str) -> int:
+        """Add missing replicas to placements short of them now that `recovered` is back;
+        returns how many placements grew. Idempotent: a healed placement is no longer
+        short, so a redelivered recovery changes nothing."""
+        state = await read_state(self.ctx.bus)
+        keys = failover_order(
+            (key, entry.value) for key, entry in state.placements.items()
+            if short_of_replicas(entry.value)
+        )
+        healed = 0
+        for key in keys:
+            delay = self._limiter.reserve(time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if await self._heal_one(state, key, recovered):
+                healed += 1
+        log.info("healed after recovery", member=recovered, placements=healed)
+        return healed
+
+    async def _heal_one(self, state: FederationState, key: str, recovered: str) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            entry = state.placements.get(key)
+            if entry is None or not short_of_replicas(entry.value):
+                return False
+            record = entry.value
+            now = dt.datetime.now(dt.UTC)
+            decision = decide(
+                record.spec, state.snapshot(now.date()), decided_by=self.ctx.member,
+                now=now, cause="recovery", keep=list(record.assignments),
+            )
+            new = healed_record(record, decision, recovered=recovered, now=now)
+            if new is None:
+                return False
+            try:
+                revision = await self.placements.update(key, new, entry.revision)
+            except CasConflict:
+                fresh = await self.placements.get(key)
+                if fresh is None:
+                    return False
+                state.placements[key] = fresh
+                continue
+            state.placements[key] = Entry(key, new, revision)
+            log.info("healed", workload=key, generation=new.generation, line=new.history[-1])
             await self._announce(key, new)
             return True
         raise RetryableError(f"fed_placements/{key}: too many concurrent writers")

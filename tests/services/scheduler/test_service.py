@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracts.failover import Evidence, MemberDown
+from contracts.failover import Evidence, MemberDown, MemberRecovered
 from contracts.security import SecurityViolation
 from contracts.state import PlacementRecord
 from contracts.workload import WorkloadPlaced, WorkloadSubmitted
@@ -179,3 +179,49 @@ async def test_member_down_replaces_its_workloads(nats_server: NatsCluster, tmp_
         assert violation[0].reason == "quorum_missing"
         assert all("zuidas" in members(after[k]) for k, r in before.items()
                    if "zuidas" in members(r))
+
+
+async def test_recovery_fills_missing_replicas_and_moves_nothing_back(
+    nats_server: NatsCluster, tmp_path: Path
+):
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("amstel")
+        await wait_until(lambda: members_known(bus), what="member profiles")
+        specs = demo_specs()
+        for spec in specs:
+            await bus.publish(WorkloadSubmitted(spec=spec))
+        before = await settle_all(bus, len(specs))
+        await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=[
+            Evidence(observer="amstel", msg_id="s2", silence_s=5.0),
+            Evidence(observer="zuidas", msg_id="s3", silence_s=5.0),
+        ]))
+        hit = {k for k, r in before.items() if "dommel" in members(r)}
+        bucket = await placements(bus)
+
+        async def generation(wanted: int, keys: set[str]) -> dict[str, PlacementRecord] | None:
+            records = {e.key: e.value for e in await bucket.items()}
+            done = all(records[k].generation == wanted and records[k].state in SETTLED
+                       for k in keys)
+            return records if done else None
+
+        failed_over = await wait_until(lambda: generation(2, hit), timeout=20,
+                                       what="dommel's workloads re-placed")
+        short = {k for k, r in failed_over.items() if r.state == "degraded"}
+        moved = hit - short
+        assert {"duo-studiefinanciering-portaal", "kadaster-kaartviewer"} <= short
+        assert "rivm-luchtkwaliteit-dashboard" in moved
+
+        await bus.publish(MemberRecovered(member="dommel", epoch=1))
+        healed = await wait_until(lambda: generation(3, short), timeout=20,
+                                  what="degraded workloads healed")
+        for key in short:
+            record = healed[key]
+            assert "dommel" in members(record)
+            assert members(failed_over[key]) <= members(record)  # nothing moved
+            assert len(record.assignments) == len(members(record)) <= record.spec.replicas
+            assert record.decision is not None and record.decision.cause == "recovery"
+            assert record.history[-1].startswith("gen 3: dommel recovered → replica(s) added")
+        for key in moved:  # whole again elsewhere: no flap-back
+            assert healed[key].generation == 2
+            assert "dommel" not in members(healed[key])
+        assert healed["nctv-dreigingsbeeld"].state == "unplaceable"
