@@ -342,6 +342,11 @@ class Gatherer:
         self._last: dict[str, Any] = {}
         self._problems: list[str] = []
         self._roster_checked = -ROSTER_EVERY_S
+        # The bus reads run in a task of their own: the view never waits on it longer than
+        # READ_TIMEOUT_S, even if a read hangs past its own timeout (as a client that is
+        # failing over to another server can), so local process changes still show.
+        self._remote: asyncio.Task[None] | None = None
+        self._remote_problems: list[str] = []
 
     async def _read(self, source: str, read: Awaitable[T], default: T) -> T:
         try:
@@ -383,25 +388,35 @@ class Gatherer:
         if roster is not None and roster.body.version > self.bus.trust.version:
             self.bus.trust.install(roster)
 
-    async def gather(self) -> View:
+    async def _read_remote(self) -> None:
         self._problems = []
         now = time.monotonic()
         if now - self._roster_checked >= ROSTER_EVERY_S or not self.bus.trust.ready:
             self._roster_checked = now
             await self._read("roster", self._refresh_roster(), None)
-        local = self._local()
-        members = await self._read("members", self._members(), [])
-        placements = await self._read(
-            "placements", self._items(layout.KV_PLACEMENTS, PlacementRecord), {}
-        )
+        await self._read("members", self._members(), [])
+        await self._read("placements", self._items(layout.KV_PLACEMENTS, PlacementRecord), {})
+        self._remote_problems = self._problems
+
+    async def gather(self) -> View:
+        if self._remote is None or self._remote.done():
+            if self._remote is not None and not self._remote.cancelled():
+                self._remote.exception()  # collected; `_read` already noted any problem
+            self._remote = asyncio.create_task(self._read_remote(), name="live:reads")
+        done, _ = await asyncio.wait({self._remote}, timeout=2 * READ_TIMEOUT_S)
+        problems = list(self._remote_problems) if done else ["bus: reads are slow"]
         return build_view(
             now=dt.datetime.now(dt.UTC),
-            members=members,
-            placements=placements,
-            local=local,
+            members=self._last.get("members", []),
+            placements=self._last.get("placements", {}),
+            local=self._local(),
             events=list(self.feed.recent) if self.feed else [],
-            problems=self._problems,
+            problems=problems,
         )
+
+    async def close(self) -> None:
+        if self._remote is not None and not self._remote.done():
+            self._remote.cancel()
 
 
 # --- showing ----------------------------------------------------------------------------------

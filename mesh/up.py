@@ -410,6 +410,7 @@ async def _run(
     bus = await Bus.connect(urls, identity=load_identity(data_dir / "keys", members[0]),
                             service="up", name="stekker-up")
     feed: EventFeed | None = None
+    gatherer: Gatherer | None = None
     try:
         await provision(bus, replicas, opts.ready_timeout_s)
         say(f"NATS cluster ready ({len(members)} servers, state replicated {replicas}x) "
@@ -440,6 +441,8 @@ async def _run(
             await _watch_lines(gatherer, feed, say)
         return 0
     finally:
+        if gatherer is not None:
+            await gatherer.close()
         if feed is not None:
             await feed.stop()
         await bus.close()

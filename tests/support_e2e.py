@@ -156,17 +156,9 @@ async def connect(data_dir: Path) -> Bus:
 
 
 async def placements(bus: Bus) -> dict[str, PlacementRecord]:
-    """Every placement record. Keys from the bucket stream's subjects, not a KV watcher,
-    which on an R3 stream now and then reads a whole bucket as empty (see mesh.live)."""
+    """Every placement record."""
     kv = await bucket(bus, layout.KV_PLACEMENTS, PlacementRecord)
-    prefix = f"$KV.{layout.KV_PLACEMENTS}."
-    info = await bus.js.stream_info(f"KV_{layout.KV_PLACEMENTS}", subjects_filter=f"{prefix}>")
-    records = {}
-    for subject in sorted(info.state.subjects or {}):
-        entry = await kv.get(subject[len(prefix):])
-        if entry is not None:
-            records[entry.key] = entry.value
-    return records
+    return {entry.key: entry.value for entry in await kv.items()}
 
 
 async def placements_now(bus: Bus) -> dict[str, PlacementRecord] | None:

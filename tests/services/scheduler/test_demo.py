@@ -151,3 +151,13 @@ def test_whole_demo_fits_together(workloads, profiles):
         assert members <= may_host[workload_id]
         assert len(members) == (spec.replicas if may_host[workload_id] else 0)
         placements.append((spec, record.chosen))
+
+
+def test_the_workload_left_for_the_reader_is_placeable(profiles, workloads):
+    # `later/` is what the README has a newcomer submit by hand; `up` does not read it.
+    (path,) = sorted((DEMO / "workloads" / "later").glob("*.yaml"))
+    spec = load_workload(path)
+    assert spec.id not in workloads
+    record = place(spec, profiles)
+    assert record.feasible and not record.degraded
+    assert len({a.member for a in record.chosen}) == spec.replicas

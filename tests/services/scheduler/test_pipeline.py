@@ -239,6 +239,14 @@ def test_explain_rows_one_per_member():
     record = run(workload(replicas=1, min_seal=3, jurisdictions=["NL"]), snap)
     rows = {row["member"]: row for row in explain_rows(record)}
     assert list(rows) == ["amstel", "dommel", "xanten", "zuidas"]
+    checks = {c["check"]: c["passed"] for c in rows["amstel"].pop("checks")}
+    assert checks == dict.fromkeys(
+        ["not-excluded", "active", "seal", "classification", "certifications",
+         "jurisdiction", "capacity"], True)
+    dommel_checks = {c["check"]: c["passed"] for c in rows["dommel"]["checks"]}
+    assert dommel_checks["seal"] is False and dommel_checks["classification"] is True
+    xanten_checks = {c["check"]: c["passed"] for c in rows["xanten"]["checks"]}
+    assert xanten_checks["jurisdiction"] is False
     assert rows["amstel"] == {
         "member": "amstel",
         "site": "a1",
