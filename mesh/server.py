@@ -241,6 +241,21 @@ def meta_leader(monitor_port: int, timeout: float = 1.0) -> str | None:
     return (body.get("meta_cluster") or {}).get("leader") or None
 
 
+def meta_peers_current(monitor_port: int, servers: int, timeout: float = 1.0) -> bool:
+    """True when this server leads the JetStream meta group and sees all the other
+    `servers - 1` peers as online and current (only the leader lists its peers)."""
+    url = f"http://{HOST}:{monitor_port}/jsz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            meta = json.loads(response.read() or b"{}").get("meta_cluster") or {}
+    except (OSError, ValueError):
+        return False
+    peers = meta.get("replicas") or []
+    return len(peers) >= servers - 1 and all(
+        p.get("current") and not p.get("offline") for p in peers
+    )
+
+
 def is_ready(monitor_port: int, clustered: bool, streams: bool = False) -> bool:
     """One readiness poll of a server (see the module docstring)."""
     if not health_ok(monitor_port, health_query(clustered, streams)):
@@ -480,9 +495,22 @@ class NatsCluster:
 
     def wait_ready(self, timeout: float = 20.0, *, streams: bool = False) -> None:
         deadline = time.monotonic() + timeout
-        for server in self.servers.values():
-            if server.running:
-                server.wait_ready(max(0.0, deadline - time.monotonic()), streams=streams)
+        running = [server for server in self.servers.values() if server.running]
+        for server in running:
+            server.wait_ready(max(0.0, deadline - time.monotonic()), streams=streams)
+        if self.cluster_name is None or len(running) < 2:
+            return
+        # Ready servers and a meta leader are not enough for an R3 stream: until the
+        # leader sees every peer as current, creating one fails with "no suitable peers
+        # for placement". Wait for that too, on the same bound.
+        ports = [server.spec.monitor_port for server in running]
+        while not any(meta_peers_current(port, len(running)) for port in ports):
+            if time.monotonic() >= deadline:
+                raise NatsServerFailed(
+                    f"JetStream meta leader does not see all {len(running)} servers as "
+                    f"current after {timeout:.0f}s"
+                )
+            time.sleep(POLL_INTERVAL)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every server; they shut down in parallel. Idempotent."""
