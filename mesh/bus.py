@@ -77,11 +77,21 @@ class Consumer:
     errors: int = 0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def stats(self) -> dict[str, int]:
+        return {"handled": self.handled, "rejected": self.rejected, "errors": self.errors}
+
     async def stop(self) -> None:
         self.stopping.set()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
+
+
+def consumer_health(consumer: Consumer | None) -> dict[str, Any]:
+    """The part of a service's `health()` that its main consumer answers for."""
+    if consumer is None:
+        return {"state": "starting", "handled": 0, "rejected": 0, "errors": 0}
+    return {"state": "running", **consumer.stats()}
 
 
 class Bus:

@@ -34,7 +34,7 @@ from contracts.workload import (
     WorkloadSpec,
 )
 from mesh import layout
-from mesh.bus import Consumer
+from mesh.bus import Consumer, consumer_health
 from mesh.envelope import Envelope
 from mesh.errors import RetryableError
 from mesh.observability import logger
@@ -133,12 +133,10 @@ class AgentService:
         self._running.clear()
 
     def health(self) -> dict[str, Any]:
-        c = self._consumer
         return {
-            "state": "running" if c else "starting",
+            **consumer_health(self._consumer),
             "driver": self.driver.name if self.driver else None,
             "instances": len(self._running),
-            "handled": c.handled if c else 0,
             "heartbeats": self.heartbeats,
         }
 

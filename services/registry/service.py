@@ -12,7 +12,7 @@ from contracts.base import Event
 from contracts.registry import CapacityReported, MemberAnnounced
 from contracts.state import CapacityRecord, MemberRecord
 from mesh import layout
-from mesh.bus import Consumer
+from mesh.bus import Consumer, consumer_health
 from mesh.envelope import Envelope
 from mesh.errors import Rejected
 from mesh.observability import logger
@@ -68,9 +68,4 @@ class RegistryService:
             await self._consumer.stop()
 
     def health(self) -> dict[str, Any]:
-        c = self._consumer
-        return {
-            "state": "running" if c else "starting",
-            "handled": c.handled if c else 0,
-            "rejected": c.rejected if c else 0,
-        }
+        return consumer_health(self._consumer)

@@ -17,7 +17,7 @@ from contracts.catalog import FED_SUBJECTS, soc_subject
 from contracts.failover import MemberSuspected
 from contracts.state import SagaRecord
 from mesh import layout
-from mesh.bus import Consumer
+from mesh.bus import Consumer, consumer_health
 from mesh.envelope import Envelope
 from mesh.errors import RetryableError, TerminalError
 from mesh.observability import logger
@@ -94,11 +94,5 @@ class SocService:
             await self._consumer.stop()
 
     def health(self) -> dict[str, Any]:
-        c = self._consumer
-        return {
-            "state": "running" if c else "starting",
-            "converted": c.handled if c else 0,
-            "rejected": c.rejected if c else 0,
-            "errors": c.errors if c else 0,
-            "by_severity": dict(self.by_severity),
-        }
+        base = consumer_health(self._consumer)
+        return {**base, "converted": base["handled"], "by_severity": dict(self.by_severity)}

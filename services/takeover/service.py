@@ -47,7 +47,7 @@ from contracts.takeover import (
     TakeoverStep,
 )
 from mesh import layout
-from mesh.bus import Consumer
+from mesh.bus import Consumer, consumer_health
 from mesh.envelope import Envelope
 from mesh.errors import Rejected, RetryableError
 from mesh.observability import logger
@@ -143,11 +143,8 @@ class TakeoverService:
                 await self._driver.close()
 
     def health(self) -> dict[str, Any]:
-        c = self._consumer
         return {
-            "state": "running" if c else "starting",
-            "handled": c.handled if c else 0,
-            "rejected": c.rejected if c else 0,
+            **consumer_health(self._consumer),
             "coordinating": sum(1 for t in self._runners.values() if not t.done()),
             "shadows": sum(1 for t in self._shadows.values() if not t.done()),
             "completed": self._completed,
