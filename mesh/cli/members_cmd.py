@@ -142,8 +142,10 @@ def register(app: typer.Typer) -> None:
     def members(
         as_json: bool = typer.Option(False, "--json", help="One JSON array of members."),
     ) -> None:
-        """List the federation's members: SEAL level, sites, heartbeat, status, free
-        capacity and certifications."""
+        """List the members: SEAL level, sites, heartbeat, status, free capacity.
+
+        Also each member's certifications, with expired ones marked.
+        """
 
         async def _main() -> list[dict[str, Any]]:
             bus = await common.open_bus(sign=False, service="cli-members")
