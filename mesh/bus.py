@@ -57,9 +57,11 @@ log = logger("mesh.bus")
 # JetStream API errors that pass while a cluster elects leaders or a peer comes back:
 # no suitable peers for placement (10005), cluster not available (10008), stream offline.
 _PASSING_JS_CODES = frozenset({10005, 10008, 10118})
+JS_TIMEOUT_S = 2.0
 
 
-def _passing_js_error(exc: BaseException) -> bool:
+def passing_js_error(exc: BaseException) -> bool:
+    """True for JetStream errors that pass by themselves (timeouts, leader elections)."""
     if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                         nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)):
         return True
@@ -104,7 +106,9 @@ class Bus:
         service: str = "",
     ) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream()
+        # A short API timeout, retried: a request that went to a stream whose leader just
+        # died is asked again soon after the new leader is elected, not after 5 s.
+        self.js: JetStreamContext = nc.jetstream(timeout=JS_TIMEOUT_S)
         self.identity = identity
         self.trust = trust
         self.service = service
@@ -242,7 +246,7 @@ class Bus:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(bound_s),
             wait=wait_exponential(multiplier=0.1, max=1.0),
-            retry=retry_if_exception(_passing_js_error),
+            retry=retry_if_exception(passing_js_error),
             reraise=True,
         ):
             with attempt:
@@ -369,27 +373,31 @@ class Bus:
             span.set_attribute("stekker.consumer", consumer.name)
             try:
                 await handler(event, envelope)
-            except RetryableError as exc:
-                consumer.errors += 1
-                delay = min(2.0 ** (msg.metadata.num_delivered or 1) * 0.1, 5.0)
-                log.info("retrying later", consumer=consumer.name, error=str(exc), delay=delay)
-                await _settle(msg.nak(delay=delay))
-                return
-            except TerminalError as exc:
-                consumer.errors += 1
-                log.warning("refused", consumer=consumer.name, subject=msg.subject,
-                            error=str(exc))
-                await _settle(msg.term())
-                return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 consumer.errors += 1
-                log.exception("handler failed", consumer=consumer.name, subject=msg.subject)
-                await _settle(msg.nak(delay=1.0))
+                await self._settle_failure(consumer, msg, exc)
                 return
         consumer.handled += 1
         await _settle(msg.ack())
+
+    async def _settle_failure(self, consumer: Consumer, msg: Msg, exc: Exception) -> None:
+        """Retryable (ours, or JetStream passing by, like a leader election): nak with a
+        growing delay. Terminal: term. Anything else is a bug: log it whole, nak."""
+        if isinstance(exc, RetryableError) or passing_js_error(exc):
+            delivered = msg.metadata.num_delivered if msg.metadata else 1
+            delay = min(2.0 ** (delivered or 1) * 0.1, 5.0)
+            log.info("retrying later", consumer=consumer.name, error=str(exc) or repr(exc),
+                     delay=delay)
+            await _settle(msg.nak(delay=delay))
+        elif isinstance(exc, TerminalError):
+            log.warning("refused", consumer=consumer.name, subject=msg.subject, error=str(exc))
+            await _settle(msg.term())
+        else:
+            log.error("handler failed", consumer=consumer.name, subject=msg.subject,
+                      exc_info=exc)
+            await _settle(msg.nak(delay=1.0))
 
     def verify(
         self,

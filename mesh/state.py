@@ -16,12 +16,31 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from mesh.bus import passing_js_error
 from mesh.errors import CasConflict, TerminalError
 from mesh.observability import logger
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = logger("mesh.state")
+# Reads are retried while JetStream passes through a leader election (a member's server
+# just died): they are safe to repeat. Writes are not retried here: a write whose reply
+# was lost may have happened, and only the caller knows how to check.
+READ_BOUND_S = 20.0
+
+
+async def _read(op: Callable[[], Awaitable[R]]) -> R:
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(READ_BOUND_S),
+        wait=wait_exponential(multiplier=0.05, max=0.5),
+        retry=retry_if_exception(passing_js_error),
+        reraise=True,
+    ):
+        with attempt:
+            return await op()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,9 @@ class Bucket(Generic[T]):
             raise TerminalError(f"{self.name}/{key}: unreadable record: {exc}") from None
 
     async def get(self, key: str) -> Entry[T] | None:
+        return await _read(lambda: self._get(key))
+
+    async def _get(self, key: str) -> Entry[T] | None:
         try:
             entry = await self.kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
@@ -87,6 +109,9 @@ class Bucket(Generic[T]):
         return {subject[len(prefix):] for subject in (info.state.subjects or {})}
 
     async def items(self) -> list[Entry[T]]:
+        return await _read(self._items)
+
+    async def _items(self) -> list[Entry[T]]:
         """Every live entry, read through a watcher (one round trip for all keys).
 
         nats-py's watcher sometimes signals the end of the initial values too early on a
@@ -109,7 +134,7 @@ class Bucket(Generic[T]):
             with contextlib.suppress(Exception):
                 await watcher.stop()
         for key in expected - seen.keys():
-            seen[key] = await self.get(key)
+            seen[key] = await self._get(key)
         return sorted((e for e in seen.values() if e is not None), key=lambda e: e.key)
 
     async def modify(

@@ -62,6 +62,12 @@ FAILOVER_DURABLE = "scheduler-failover"
 CAS_ATTEMPTS = 20
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("live failover failed; the durable copy will retry",
+                    error=str(task.exception()))
+
+
 def placed_msg_id(workload: str, generation: int) -> str:
     return f"placed-{workload}-{generation}"
 
@@ -116,6 +122,7 @@ class SchedulerService:
         self.failovers: Consumer | None = None
         self.placed = 0
         self.replaced = 0
+        self._live_failovers: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -131,8 +138,14 @@ class SchedulerService:
                                        MemberRecovered.subject_pattern()],
             durable=self.failover_durable,
         )
+        # The durable consumer guarantees every declaration is acted on, but when the dead
+        # member's server led that consumer, its new leader is elected first (seconds).
+        # The live copy lets every scheduler start at once; CAS keeps each move single.
+        await ctx.bus.subscribe(MemberDown.subject_pattern(), self._on_down_live)
 
     async def stop(self) -> None:
+        for task in self._live_failovers.values():
+            task.cancel()
         for consumer in (self.submissions, self.failovers):
             if consumer is not None:
                 await consumer.stop()
@@ -237,6 +250,16 @@ class SchedulerService:
             await self._on_down(event, env)
         elif isinstance(event, MemberRecovered):
             await self.heal(event.member)
+
+    async def _on_down_live(self, event: Event, env: Envelope) -> None:
+        if not isinstance(event, MemberDown):
+            return
+        running = self._live_failovers.get(event.member)
+        if running is not None and not running.done():
+            return  # already under way here; the durable copy finishes whatever is left
+        task = asyncio.create_task(self._on_down(event, env), name=f"failover:{event.member}")
+        self._live_failovers[event.member] = task
+        task.add_done_callback(_log_failure)
 
     async def _on_down(self, event: MemberDown, env: Envelope) -> None:
         trust = self.ctx.trust
