@@ -84,6 +84,8 @@ def say_stdout(line: str) -> None:
 @dataclass
 class UpOptions:
     data_dir: Path
+    # Only write the keys and the genesis roster, start nothing (containers, systemd).
+    found_only: bool = False
     members_dir: Path = DEFAULT_MEMBERS_DIR
     workloads_dir: Path = DEFAULT_WORKLOADS_DIR
     driver: str = "auto"
@@ -326,7 +328,12 @@ async def run_up(opts: UpOptions) -> int:
         raise AlreadyRunning(
             f"stekker up already runs in {data_dir} (pid {state.up_pid if state else '?'})"
         )
-    found_local_federation(data_dir, opts.federation, [p for _, p in profiles])
+    roster = found_local_federation(data_dir, opts.federation, [p for _, p in profiles])
+    if opts.found_only:
+        say(f"founded federation {roster.body.federation!r} in {data_dir}: keys of "
+            f"{', '.join(members)} in {data_dir / 'keys'}, genesis roster (version 1, "
+            f"threshold {roster.body.threshold}) in {data_dir / 'genesis.json'}")
+        return 0
 
     task = asyncio.current_task()
     assert task is not None

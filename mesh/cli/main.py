@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -66,8 +67,36 @@ members_cmd.register(app)
 # -- end of commands --
 
 
+# Options of the whole command line that people also type after the command
+# (`stekker members --nats URL`); they are moved in front before Typer parses.
+GLOBAL_OPTIONS = ("--data-dir", "--nats", "--as")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            if "=" in arg:
+                front.append(arg)
+                i += 1
+                continue
+            if i + 1 < len(argv):
+                front.extend(argv[i:i + 2])
+                i += 2
+                continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="stekker")
 
 
 if __name__ == "__main__":

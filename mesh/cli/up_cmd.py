@@ -183,6 +183,11 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(
             60.0, "--timeout", help="Seconds to wait for servers and for nodes to be ready."
         ),
+        found_only: bool = typer.Option(
+            False, "--found-only",
+            help="Only write the members' keys and the genesis roster into the data "
+            "folder, start nothing (for nodes run by containers or systemd).",
+        ),
     ) -> None:
         """Start the local federation and show it live until Ctrl-C stops it.
 
@@ -206,6 +211,7 @@ def register(app: typer.Typer) -> None:
             live=False if no_live else None,
             services=names,
             ready_timeout_s=timeout,
+            found_only=found_only,
         )
         code = common.run(lambda: run_up(opts))
         raise typer.Exit(code)
