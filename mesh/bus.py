@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -52,6 +52,7 @@ from mesh.observability import extract, inject, logger, tracer
 from mesh.trust import TrustStore
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
+R = TypeVar("R")
 log = logger("mesh.bus")
 
 # JetStream API errors that pass while a cluster elects leaders or a peer comes back:
@@ -87,6 +88,22 @@ class Consumer:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
+
+
+async def retry_passing(
+    op: Callable[[], Awaitable[R]], *, bound_s: float = 30.0, max_wait_s: float = 1.0
+) -> R:
+    """Run `op`, again while JetStream answers 'no responders', timeouts or other errors
+    that pass while a cluster elects its leaders; give up after `bound_s`."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(bound_s),
+        wait=wait_exponential(multiplier=0.05, max=max_wait_s),
+        retry=retry_if_exception(passing_js_error),
+        reraise=True,
+    ):
+        with attempt:
+            return await op()
+    raise AssertionError("unreachable")  # pragma: no cover - it returns or raises
 
 
 def consumer_health(consumer: Consumer | None) -> dict[str, Any]:
@@ -242,16 +259,7 @@ class Bus:
                 await self.js.stream_info(config.name or "")
 
     async def _retry_js(self, op: Callable[[], Awaitable[Any]], bound_s: float = 30.0) -> Any:
-        """JetStream answers 'no responders'/timeouts while a cluster elects its leaders."""
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(bound_s),
-            wait=wait_exponential(multiplier=0.1, max=1.0),
-            retry=retry_if_exception(passing_js_error),
-            reraise=True,
-        ):
-            with attempt:
-                return await op()
-        return None  # pragma: no cover - AsyncRetrying either returns or raises
+        return await retry_passing(op, bound_s=bound_s)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:

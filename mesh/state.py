@@ -16,9 +16,8 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from mesh.bus import passing_js_error
+from mesh.bus import retry_passing
 from mesh.errors import CasConflict, TerminalError
 from mesh.observability import logger
 
@@ -32,15 +31,7 @@ READ_BOUND_S = 20.0
 
 
 async def _read(op: Callable[[], Awaitable[R]]) -> R:
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(READ_BOUND_S),
-        wait=wait_exponential(multiplier=0.05, max=0.5),
-        retry=retry_if_exception(passing_js_error),
-        reraise=True,
-    ):
-        with attempt:
-            return await op()
-    raise AssertionError("unreachable")  # pragma: no cover
+    return await retry_passing(op, bound_s=READ_BOUND_S, max_wait_s=0.5)
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,19 @@ async def test_repeated_and_raced_submissions_place_once(
             await rival.stop()
 
 
+async def submit_demo(bus) -> dict[str, PlacementRecord]:
+    """Every demo workload submitted, placed and running (or unplaceable)."""
+    await wait_until(lambda: members_known(bus), what="member profiles")
+    specs = demo_specs()
+    for spec in specs:
+        await bus.publish(WorkloadSubmitted(spec=spec))
+    return await settle_all(bus, len(specs))
+
+
 async def test_member_down_replaces_its_workloads(nats_server: NatsCluster, tmp_path: Path):
     async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
         bus = await fed.bus("amstel")
-        await wait_until(lambda: members_known(bus), what="member profiles")
-        specs = demo_specs()
-        for spec in specs:
-            await bus.publish(WorkloadSubmitted(spec=spec))
-        before = await settle_all(bus, len(specs))
+        before = await submit_demo(bus)
 
         # One observer alone is no quorum: refused and reported, nothing moves.
         await bus.publish(MemberDown(member="zuidas", epoch=1, quorum=1, evidence=[
@@ -186,11 +191,7 @@ async def test_recovery_fills_missing_replicas_and_moves_nothing_back(
 ):
     async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
         bus = await fed.bus("amstel")
-        await wait_until(lambda: members_known(bus), what="member profiles")
-        specs = demo_specs()
-        for spec in specs:
-            await bus.publish(WorkloadSubmitted(spec=spec))
-        before = await settle_all(bus, len(specs))
+        before = await submit_demo(bus)
         await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=[
             Evidence(observer="amstel", msg_id="s2", silence_s=5.0),
             Evidence(observer="zuidas", msg_id="s3", silence_s=5.0),
