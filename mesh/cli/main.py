@@ -63,6 +63,9 @@ conformance_cmd.register(app)
 from mesh.cli import members_cmd  # noqa: E402
 
 members_cmd.register(app)
+from mesh.cli import roster_cmd  # noqa: E402
+
+roster_cmd.register(app)
 # -- end of commands --
 
 
