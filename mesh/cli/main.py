@@ -66,6 +66,9 @@ members_cmd.register(app)
 from mesh.cli import roster_cmd  # noqa: E402
 
 roster_cmd.register(app)
+from mesh.cli import admission_cmd  # noqa: E402
+
+admission_cmd.register(app)
 # -- end of commands --
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from contracts.iam import Roster, RosterPublished
-from mesh.errors import CasConflict, ConfigError, Rejected
+from contracts.base import Event
+from contracts.iam import Roster, RosterChangeEndorsed, RosterPublished
+from mesh.envelope import Envelope
+from mesh.errors import CasConflict, ConfigError, Rejected, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry
+from services.iam.changes import Tally
 from services.iam.genesis import GENESIS_FILE, read_genesis
 from services.iam.store import (
     CURRENT,
@@ -37,6 +40,7 @@ class IamService:
         self._watch: asyncio.Task[None] | None = None
         self._ctx: NodeContext | None = None
         self.refused: list[str] = []
+        self.tally = Tally()
 
     async def start(self, ctx: NodeContext) -> None:
         self._ctx = ctx
@@ -51,6 +55,10 @@ class IamService:
                 f"of the roster in force (version {roster.body.version})"
             )
         self._watch = await roster_kv.watch(self._on_roster)
+        # Every member tallies every endorsement (per-member durable): whoever sees the
+        # threshold first writes the next version, create-only, so it happens once.
+        await ctx.bus.consume(self._on_endorsed, subjects=[RosterChangeEndorsed.subject_pattern()],
+                              durable=f"iam-{ctx.member}")
 
     async def _install_genesis(self, ctx: NodeContext, roster_kv: Bucket[Roster]) -> Roster:
         genesis = read_genesis(ctx.data_dir / GENESIS_FILE)
@@ -99,11 +107,46 @@ class IamService:
                      members=self._ctx.trust.member_ids())
         return self._ctx.trust.version
 
+    async def _on_endorsed(self, event: Event, envelope: Envelope) -> None:
+        assert self._ctx is not None and isinstance(event, RosterChangeEndorsed)
+        trust = self._ctx.trust
+        if event.base_version < trust.version:
+            return  # a change to a version that is history
+        if event.base_version > trust.version:
+            await self.refresh()
+            if event.base_version > trust.version:
+                raise RetryableError(f"endorsement for v{event.base_version + 1} ahead of us")
+        if event.signature.member != envelope.member:
+            return  # a member endorses for itself only
+        self.tally.add(event.body, event.signature)
+        prev = trust.roster
+        assert prev is not None
+        nxt = self.tally.ready(prev)
+        if nxt is not None:
+            await self._put_in_force(nxt)
+
+    async def _put_in_force(self, nxt: Roster) -> None:
+        assert self._ctx is not None
+        roster_kv = await roster_bucket(self._ctx.bus)
+        version = nxt.body.version
+        try:
+            await roster_kv.create(version_key(version), nxt)
+        except CasConflict:
+            pass  # another member saw the threshold first; its version is checked below
+        else:
+            await roster_kv.put(CURRENT, nxt)
+            await self._ctx.bus.publish(RosterPublished(roster=nxt), msg_id=f"roster-v{version}")
+            log.info("roster version assembled", version=version)
+        await self.refresh()
+        self.tally.forget_below(self._ctx.trust.version)
+
     async def stop(self) -> None:
         if self._watch:
             self._watch.cancel()
 
     def health(self) -> dict[str, Any]:
         version = self._ctx.trust.version if self._ctx else 0
+        roster = self._ctx.trust.roster if self._ctx else None
         return {"state": "running" if version else "starting", "roster_version": version,
-                "refused_versions": list(self.refused)}
+                "refused_versions": list(self.refused),
+                "pending_endorsements": self.tally.pending(roster) if roster else {}}
