@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,10 +46,11 @@ from tenacity import (
 from contracts.base import Event
 from contracts.security import SecurityViolation
 from mesh import layout
-from mesh.envelope import H_MEMBER, H_MSG_ID, H_TYPE, Envelope, open_message, seal
+from mesh.envelope import H_MEMBER, H_MSG_ID, H_SIG, H_TYPE, Envelope, open_message, seal
 from mesh.errors import NotConnected, Rejected, RetryableError, TerminalError
 from mesh.keys import Identity
 from mesh.observability import extract, inject, logger, tracer
+from mesh.replay import SeenMessages
 from mesh.trust import TrustStore
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
@@ -101,6 +103,8 @@ class Bus:
         self._kv: dict[str, KeyValue] = {}
         self._consumers: list[Consumer] = []
         self._subs: list[Any] = []
+        # Shared by every consumer of this connection (DESIGN §4: replay protection).
+        self.seen = SeenMessages()
 
     # -- connection -------------------------------------------------------------------
 
@@ -346,6 +350,10 @@ class Bus:
         try:
             event, envelope = self.verify(msg.subject, msg.headers, msg.data, received,
                                           seq, window_s)
+            stream = msg.metadata.stream if msg.metadata else ""
+            if self.seen.is_replay(envelope.headers[H_SIG], f"{stream}:{seq}", time.monotonic()):
+                raise Rejected("replayed", f"{envelope.msg_id} was stored before at another "
+                               "position")
         except Rejected as rejected:
             consumer.rejected += 1
             await self.report_violation(rejected, msg.subject, msg.headers or {})
