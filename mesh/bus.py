@@ -119,8 +119,14 @@ class Bus:
         name: str = "stekker",
         connect_timeout_s: float = 20.0,
         reconnect: bool = True,
+        user: str | None = None,
+        password: str | None = None,
     ) -> Bus:
-        """Connect with retries (tenacity); raises NotConnected after the bound."""
+        """Connect with retries (tenacity); raises NotConnected after the bound.
+
+        `user`/`password`: the NATS user of `stekker deploy nats-config`; None connects
+        without credentials (the open demo servers of `stekker up`).
+        """
 
         errors: list[str] = []
 
@@ -147,6 +153,8 @@ class Bus:
                             max_reconnect_attempts=-1 if reconnect else 0,
                             reconnect_time_wait=0.5,
                             error_cb=_error_cb,
+                            user=user,
+                            password=password,
                         ),
                         timeout=min(5.0, connect_timeout_s),
                     )

@@ -64,6 +64,13 @@ def servers() -> list[str]:
     return urls
 
 
+def nats_credentials() -> tuple[str | None, str | None]:
+    """The NATS user and password of `stekker deploy nats-config` (STEKKER_NATS_USER,
+    STEKKER_NATS_PASSWORD); (None, None) on the open servers of `stekker up`."""
+    return (os.environ.get("STEKKER_NATS_USER") or None,
+            os.environ.get("STEKKER_NATS_PASSWORD") or None)
+
+
 def acting_identity(member: str | None = None) -> Identity:
     """The member key the CLI signs with: --as, else the first key in the data folder."""
     keys_dir = _settings.data_dir / "keys"
@@ -83,8 +90,9 @@ async def open_bus(*, sign: bool = False, service: str = "cli") -> Bus:
     from services.iam.service import load_roster
 
     identity = acting_identity() if sign else None
+    user, password = nats_credentials()
     bus = await Bus.connect(servers(), identity=identity, service=service,
-                            connect_timeout_s=5.0)
+                            connect_timeout_s=5.0, user=user, password=password)
     try:
         roster = await load_roster(bus)
     except Exception:

@@ -69,6 +69,9 @@ roster_cmd.register(app)
 from mesh.cli import admission_cmd  # noqa: E402
 
 admission_cmd.register(app)
+from mesh.cli import deploy_cmd  # noqa: E402
+
+deploy_cmd.register(app)
 # -- end of commands --
 
 
