@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,15 +263,21 @@ class Bus:
     # -- publishing -------------------------------------------------------------------
 
     async def publish(
-        self, event: Event, *, msg_id: str | None = None, timeout: float = 10.0
+        self, event: Event, *, msg_id: str | None = None, timeout: float = 10.0,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> int:
-        """Sign and publish to JetStream; returns the stream sequence. Retries briefly."""
+        """Sign and publish to JetStream; returns the stream sequence. Retries briefly.
+
+        `extra_headers` ride along unsigned (e.g. a bearer's `Fed-Token`, itself signed);
+        they cannot replace the envelope's own headers.
+        """
         if self.identity is None:
             raise TerminalError("cannot publish without a member identity")
         type_name = type(event).type_name()
         subject = type(event).subject(self.identity.member, event.target())
         body = msgspec.json.encode(event)
-        headers = seal(self.identity, subject, type_name, body, msg_id=msg_id)
+        headers = {**(extra_headers or {}),
+                   **seal(self.identity, subject, type_name, body, msg_id=msg_id)}
         # A producer span per message; its context rides in `traceparent`, so the consumer's
         # span (and whatever that publishes in turn) joins the same trace.
         with tracer().start_as_current_span(

@@ -35,15 +35,25 @@ class Settings:
     data_dir: Path
     nats: list[str] | None
     acting_as: str | None
+    token: str | None = None
 
 
 _settings = Settings(data_dir=Path(".stekker"), nats=None, acting_as=None)
 
 
-def configure(data_dir: Path | None, nats: str | None, acting_as: str | None) -> None:
+def configure(data_dir: Path | None, nats: str | None, acting_as: str | None,
+              token: str | None = None) -> None:
     _settings.data_dir = find_data_dir(data_dir)
     _settings.nats = [u.strip() for u in nats.split(",") if u.strip()] if nats else None
     _settings.acting_as = acting_as
+    _settings.token = token or None
+
+
+def token_headers() -> dict[str, str]:
+    """The bearer token (`--token`/STEKKER_TOKEN) as the `Fed-Token` header of a request."""
+    from services.iam.tokens import H_TOKEN
+
+    return {H_TOKEN: _settings.token} if _settings.token else {}
 
 
 def settings() -> Settings:
