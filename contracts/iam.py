@@ -24,14 +24,33 @@ class RosterMember(msgspec.Struct, kw_only=True, frozen=True):
     state: MemberState = "active"
 
 
+class RetiredKey(msgspec.Struct, kw_only=True, frozen=True):
+    """A member's key replaced by a rotation. Messages it signed with a Fed-Time up to
+    `retired_at` still verify; later ones are refused (`key_retired`).
+
+    Both signatures cover `rotation_payload(...)` (services.iam.rotation): the old key
+    hands over, the new key proves it is held. The roster chain checks them.
+    """
+
+    member: MemberId
+    public_key: str
+    key_id: str
+    successor_key_id: str
+    retired_at: dt.datetime
+    old_key_signature: str
+    new_key_signature: str
+
+
 class RosterBody(msgspec.Struct, kw_only=True, frozen=True):
-    """What the signatures cover: the canonical JSON of this struct."""
+    """What the signatures cover: the canonical JSON of this struct (an empty
+    `retired_keys` is left out, so rosters signed before it existed still verify)."""
 
     federation: str
     version: Annotated[int, msgspec.Meta(ge=1)]
     issued_at: dt.datetime
     threshold: Annotated[int, msgspec.Meta(ge=1)]
     members: list[RosterMember]
+    retired_keys: list[RetiredKey] = msgspec.field(default_factory=list)
 
 
 class RosterSignature(msgspec.Struct, kw_only=True, frozen=True):
@@ -53,7 +72,7 @@ class RosterPublished(Event, kw_only=True):
     roster: Roster
 
 
-RosterChange = Literal["admit", "suspend", "remove"]
+RosterChange = Literal["admit", "suspend", "remove", "rotate"]
 
 
 class AdmissionRequested(Event, kw_only=True):
@@ -103,6 +122,19 @@ class RosterChangeEndorsed(Event, kw_only=True):
 
     def target(self) -> str | None:
         return self.member
+
+
+class KeyRotation(msgspec.Struct, kw_only=True, frozen=True):
+    """KV `fed_decisions/rotation.<member>`: a member's request to replace its key, signed
+    by the old and the new key; endorsers build the next roster from it."""
+
+    member: MemberId
+    old_key_id: str
+    new_public_key: str
+    new_key_id: str
+    retired_at: dt.datetime
+    old_key_signature: str
+    new_key_signature: str
 
 
 class RosterProposal(msgspec.Struct, kw_only=True, frozen=True):

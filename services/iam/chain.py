@@ -17,6 +17,7 @@ from contracts.iam import Roster, RosterBody, RosterSignature
 from mesh.errors import Rejected
 from mesh.keys import public_key_from_b64, verify
 from mesh.trust import roster_payload, verify_genesis
+from services.iam.rotation import check_key_changes
 
 
 def body_hash(body: RosterBody) -> str:
@@ -63,6 +64,7 @@ def check_body(prev: Roster, body: RosterBody) -> None:
 def verify_successor(prev: Roster, nxt: Roster) -> None:
     """Raise `Rejected` unless `nxt` may follow `prev` (see the module docstring)."""
     check_body(prev, nxt.body)
+    check_key_changes(prev.body, nxt.body)
     signers = counted_signers(prev, nxt.body, nxt.signatures)
     if len(signers) < prev.body.threshold:
         raise Rejected(

@@ -12,8 +12,11 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 
+import msgspec
+
 from contracts.iam import (
     AdmissionRequested,
+    KeyRotation,
     Roster,
     RosterBody,
     RosterChange,
@@ -25,6 +28,7 @@ from mesh.errors import Rejected, TerminalError
 from mesh.keys import Identity, key_id_of, public_key_from_b64, verify
 from mesh.trust import quorum_of, roster_payload
 from services.iam.chain import body_hash, counted_signers, verify_successor
+from services.iam.rotation import retired_entry
 
 
 def admission_payload(federation: str, candidate: str, key_id: str, report_sha256: str,
@@ -62,9 +66,13 @@ def check_admission_request(federation: str, request: AdmissionRequested) -> Non
 
 
 def _members_after(prev: Roster, change: RosterChange, subject: str,
-                   candidate: AdmissionRequested | None) -> list[RosterMember]:
+                   candidate: AdmissionRequested | None,
+                   rotation: KeyRotation | None = None) -> list[RosterMember]:
     members = list(prev.body.members)
     by_id = {m.id: m for m in members}
+    if change == "rotate":
+        return [_rotated(m, rotation) if m.id == subject else m
+                for m in _checked_rotation(members, subject, rotation)]
     if change == "admit":
         if candidate is None or candidate.candidate != subject:
             raise TerminalError(f"no admission request of {subject}")
@@ -85,30 +93,64 @@ def _members_after(prev: Roster, change: RosterChange, subject: str,
             for m in members]
 
 
+def _checked_rotation(members: list[RosterMember], subject: str,
+                   rotation: KeyRotation | None) -> list[RosterMember]:
+    """The members, after checking that `rotation` is a rotation of `subject`'s current key."""
+    current = next((m for m in members if m.id == subject), None)
+    if current is None:
+        raise TerminalError(f"{subject} is not in the roster")
+    if rotation is None or rotation.member != subject:
+        raise TerminalError(f"no key rotation request of {subject}")
+    if current.state != "active":
+        raise TerminalError(f"{subject} is not active; a suspended member cannot rotate")
+    if rotation.old_key_id != current.key_id:
+        raise TerminalError(f"the rotation replaces {rotation.old_key_id}, but {subject}'s "
+                            f"key is {current.key_id}")
+    return members
+
+
+def _rotated(member: RosterMember, rotation: KeyRotation | None) -> RosterMember:
+    assert rotation is not None
+    return msgspec.structs.replace(member, public_key=rotation.new_public_key,
+                                   key_id=rotation.new_key_id)
+
+
 def next_body(prev: Roster, change: RosterChange, subject: str, issued_at: dt.datetime,
-              candidate: AdmissionRequested | None = None) -> RosterBody:
+              candidate: AdmissionRequested | None = None,
+              rotation: KeyRotation | None = None) -> RosterBody:
     """The body of version N+1 after `change`; threshold ⌈2n/3⌉ of its active members."""
-    members = _members_after(prev, change, subject, candidate)
+    members = _members_after(prev, change, subject, candidate, rotation)
     active = sum(1 for m in members if m.state == "active")
     if active == 0:
         raise TerminalError("a roster without active members cannot be changed again")
+    retired = list(prev.body.retired_keys)
+    if change == "rotate" and rotation is not None:
+        old = next(m for m in prev.body.members if m.id == subject)
+        retired.append(retired_entry(rotation, old.public_key))
+    # Retired keys of members no longer in the roster go; nothing else of them counts.
+    kept = {m.id for m in members}
+    retired = [r for r in retired if r.member in kept]
     return RosterBody(federation=prev.body.federation, version=prev.body.version + 1,
-                      issued_at=issued_at, threshold=quorum_of(active), members=members)
+                      issued_at=issued_at, threshold=quorum_of(active), members=members,
+                      retired_keys=retired)
 
 
 def proposal(prev: Roster, change: RosterChange, subject: str, issued_at: dt.datetime,
-             candidate: AdmissionRequested | None = None) -> RosterProposal:
-    body = next_body(prev, change, subject, issued_at, candidate)
+             candidate: AdmissionRequested | None = None,
+             rotation: KeyRotation | None = None) -> RosterProposal:
+    body = next_body(prev, change, subject, issued_at, candidate, rotation)
     return RosterProposal(change=change, member=subject, body=body, body_sha256=body_hash(body))
 
 
 def check_proposal(prev: Roster, stored: RosterProposal,
-                   candidate: AdmissionRequested | None = None) -> bool:
+                   candidate: AdmissionRequested | None = None,
+                   rotation: KeyRotation | None = None) -> bool:
     """Whether a stored proposal is exactly what this change on `prev` gives (so: signable)."""
     if stored.body.version != prev.body.version + 1:
         return False
     try:
-        mine = next_body(prev, stored.change, stored.member, stored.body.issued_at, candidate)
+        mine = next_body(prev, stored.change, stored.member, stored.body.issued_at, candidate,
+                         rotation)
     except TerminalError:
         return False
     return mine == stored.body and body_hash(mine) == stored.body_sha256
