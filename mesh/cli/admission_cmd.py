@@ -1,4 +1,5 @@
-"""`stekker member apply|request|endorse|suspend|remove`: changing who is in the roster."""
+"""`stekker member apply|request|endorse|suspend|remove|rotate-key|endorse-rotation`:
+changing who is in the roster, and with which key."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import typer
 from contracts.iam import AdmissionRequested, RosterChange
 from mesh.cli import common
 from mesh.errors import ConfigError, MeshError
-from mesh.keys import load_or_create_identity
+from mesh.keys import load_identity, load_or_create_identity
 from services.iam.changes import make_admission_request
-from services.iam.endorsing import endorse_change, file_admission
+from services.iam.endorsing import endorse_change, file_admission, file_rotation
 from services.iam.founding import read_json, write_json
+from services.iam.key_files import install_new_key, next_keys_dir
+from services.iam.rotation import make_rotation
 
 
 def _endorse(change: RosterChange, member: str) -> None:
@@ -29,6 +32,43 @@ def _endorse(change: RosterChange, member: str) -> None:
     digest = common.run(_main)
     typer.echo(f"endorsed: {change} {member} as roster body {digest[:16]}; it takes effect "
                "when the threshold of the roster's members endorsed the same body")
+
+
+async def _start_rotation(grace_s: float) -> None:
+    data_dir = common.settings().data_dir
+    bus = await common.open_bus(sign=True, service="cli-iam")
+    try:
+        old = common.acting_identity()
+        new = load_or_create_identity(next_keys_dir(data_dir), old.member)
+        retired_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=grace_s)
+        assert bus.trust.roster is not None  # open_bus puts one in force or fails
+        rotation = make_rotation(old, new, bus.trust.roster.body.federation, retired_at)
+        await file_rotation(bus, rotation)
+        event = await endorse_change(bus, "rotate", old.member)
+    finally:
+        await bus.close()
+    typer.echo(f"rotation of {old.member}: {old.key_id} -> {new.key_id} (new key in "
+               f"{next_keys_dir(data_dir)}), old key retires at {retired_at.isoformat()}; "
+               f"endorsed as roster body {event.body_sha256[:16]}. Other members run "
+               f"`stekker member endorse-rotation {old.member}`; once in force, run "
+               "`stekker member rotate-key --finish` and restart your nodes")
+
+
+async def _finish_rotation() -> None:
+    data_dir = common.settings().data_dir
+    old = common.acting_identity()
+    new = load_identity(next_keys_dir(data_dir), old.member)
+    bus = await common.open_bus(service="cli-iam")
+    try:
+        in_force = bus.trust.key(old.member, new.key_id) is not None
+    finally:
+        await bus.close()
+    if not in_force:
+        raise ConfigError(f"the roster in force does not hold {old.member}'s new key "
+                          f"{new.key_id} yet; wait for the endorsements")
+    retired = install_new_key(data_dir / "keys", old, new)
+    typer.echo(f"{old.member} now signs with {new.key_id}; the old key is kept in {retired}. "
+               "Restart this member's nodes.")
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +122,29 @@ def register(app: typer.Typer) -> None:
     def suspend_cmd(member_id: str = typer.Argument(..., help="The member to suspend.")) -> None:
         """Endorse suspending a member: its keys and tokens count no more once in force."""
         _endorse("suspend", member_id)
+
+    @member.command("rotate-key")
+    def rotate_key_cmd(
+        grace: float = typer.Option(
+            300.0, "--grace", min=0.0,
+            help="Seconds the old key stays valid, to restart your nodes with the new one."),
+        finish: bool = typer.Option(
+            False, "--finish",
+            help="Once the rotation is in force: make the new key the member's key file."),
+    ) -> None:
+        """Replace the acting member's (--as) key: a roster change signed by the old and
+        the new key, endorsed like any other (`stekker member endorse-rotation ID`)."""
+        if finish:
+            common.run(_finish_rotation)
+            return
+        common.run(lambda: _start_rotation(grace))
+
+    @member.command("endorse-rotation")
+    def endorse_rotation_cmd(
+        member_id: str = typer.Argument(..., help="The member whose key rotation to endorse."),
+    ) -> None:
+        """Endorse a member's key rotation (filed with `stekker member rotate-key`)."""
+        _endorse("rotate", member_id)
 
     @member.command("remove")
     def remove_cmd(member_id: str = typer.Argument(..., help="The member to remove.")) -> None:

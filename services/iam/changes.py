@@ -28,7 +28,7 @@ from mesh.errors import Rejected, TerminalError
 from mesh.keys import Identity, key_id_of, public_key_from_b64, verify
 from mesh.trust import quorum_of, roster_payload
 from services.iam.chain import body_hash, counted_signers, verify_successor
-from services.iam.rotation import retired_entry
+from services.iam.rotation import check_key_changes, retired_entry
 
 
 def admission_payload(federation: str, candidate: str, key_id: str, report_sha256: str,
@@ -130,9 +130,12 @@ def next_body(prev: Roster, change: RosterChange, subject: str, issued_at: dt.da
     # Retired keys of members no longer in the roster go; nothing else of them counts.
     kept = {m.id for m in members}
     retired = [r for r in retired if r.member in kept]
-    return RosterBody(federation=prev.body.federation, version=prev.body.version + 1,
+    body = RosterBody(federation=prev.body.federation, version=prev.body.version + 1,
                       issued_at=issued_at, threshold=quorum_of(active), members=members,
                       retired_keys=retired)
+    if change == "rotate":
+        check_key_changes(prev.body, body)  # both keys signed it, or nobody endorses it
+    return body
 
 
 def proposal(prev: Roster, change: RosterChange, subject: str, issued_at: dt.datetime,

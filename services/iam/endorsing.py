@@ -10,14 +10,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from contracts.iam import AdmissionRequested, RosterChange, RosterChangeEndorsed, RosterProposal
+from contracts.iam import (
+    AdmissionRequested,
+    KeyRotation,
+    RosterChange,
+    RosterChangeEndorsed,
+    RosterProposal,
+)
 from mesh import layout
 from mesh.errors import CasConflict, TerminalError
 from mesh.state import bucket
-from services.iam.changes import check_admission_request, check_proposal, endorse, proposal
+from services.iam.changes import (
+    check_admission_request,
+    check_proposal,
+    endorse,
+    next_body,
+    proposal,
+)
 from services.iam.store import load_roster
 
 ADMISSION_PREFIX = "admission."
+ROTATION_PREFIX = "rotation."
 PROPOSAL_PREFIX = "roster-proposal."
 
 
@@ -30,6 +43,27 @@ async def file_admission(bus: Any, request: AdmissionRequested) -> None:
     await bus.publish(request)
     requests = await bucket(bus, layout.KV_DECISIONS, AdmissionRequested)
     await requests.put(ADMISSION_PREFIX + request.candidate, request)
+
+
+async def file_rotation(bus: Any, rotation: KeyRotation) -> None:
+    """The rotating member files its rotation (signed by old and new key) in KV, where
+    endorsers read it; it must replace the member's key in the roster in force."""
+    roster = await load_roster(bus)
+    if roster is None:
+        raise TerminalError("the federation has no roster yet")
+    # Builds the next body, which checks the rotation against the roster in force.
+    next_body(roster, "rotate", rotation.member, rotation.retired_at, rotation=rotation)
+    requests = await bucket(bus, layout.KV_DECISIONS, KeyRotation)
+    await requests.put(ROTATION_PREFIX + rotation.member, rotation)
+
+
+async def _rotation_of(bus: Any, member: str) -> KeyRotation:
+    requests = await bucket(bus, layout.KV_DECISIONS, KeyRotation)
+    entry = await requests.get(ROTATION_PREFIX + member)
+    if entry is None:
+        raise TerminalError(f"no key rotation of {member} filed; it runs "
+                            "`stekker member rotate-key` first")
+    return entry.value
 
 
 async def endorse_change(bus: Any, change: RosterChange, member: str,
@@ -46,16 +80,18 @@ async def endorse_change(bus: Any, change: RosterChange, member: str,
             raise TerminalError(f"no admission request of {member}; file one first")
         candidate = entry.value
         check_admission_request(prev.body.federation, candidate)
+    rotation = await _rotation_of(bus, member) if change == "rotate" else None
     proposals = await bucket(bus, layout.KV_DECISIONS, RosterProposal)
     key = PROPOSAL_PREFIX + member
     chosen: RosterProposal | None = None
     for _ in range(3):
         stored = await proposals.get(key)
         if (stored is not None and stored.value.change == change
-                and check_proposal(prev, stored.value, candidate)):
+                and check_proposal(prev, stored.value, candidate, rotation)):
             chosen = stored.value
             break
-        fresh = proposal(prev, change, member, now or dt.datetime.now(dt.UTC), candidate)
+        fresh = proposal(prev, change, member, now or dt.datetime.now(dt.UTC), candidate,
+                         rotation)
         try:
             if stored is None:
                 await proposals.create(key, fresh)
