@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.base import Event
 from contracts.failover import MemberDown, MemberRecovered, MemberSuspected
-from contracts.iam import RosterPublished
+from contracts.iam import AdmissionRequested, RosterChangeEndorsed, RosterPublished
 from contracts.registry import CapacityReported, Heartbeat, MemberAnnounced
 from contracts.security import SecurityViolation
 from contracts.takeover import (
@@ -42,6 +42,8 @@ MESSAGE_TYPES: dict[str, type[Event]] = {
         TakeoverStep,
         TakeoverCompleted,
         RosterPublished,
+        AdmissionRequested,
+        RosterChangeEndorsed,
         SecurityViolation,
     )
 }

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,10 +46,11 @@ from tenacity import (
 from contracts.base import Event
 from contracts.security import SecurityViolation
 from mesh import layout
-from mesh.envelope import H_MEMBER, H_MSG_ID, H_TYPE, Envelope, open_message, seal
+from mesh.envelope import H_MEMBER, H_MSG_ID, H_SIG, H_TYPE, Envelope, open_message, seal
 from mesh.errors import NotConnected, Rejected, RetryableError, TerminalError
 from mesh.keys import Identity
 from mesh.observability import extract, inject, logger, tracer
+from mesh.replay import SeenMessages
 from mesh.trust import TrustStore
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
@@ -132,6 +134,8 @@ class Bus:
         self._kv: dict[str, KeyValue] = {}
         self._consumers: list[Consumer] = []
         self._subs: list[Any] = []
+        # Shared by every consumer of this connection (DESIGN §4: replay protection).
+        self.seen = SeenMessages()
 
     # -- connection -------------------------------------------------------------------
 
@@ -146,8 +150,14 @@ class Bus:
         name: str = "stekker",
         connect_timeout_s: float = 20.0,
         reconnect: bool = True,
+        user: str | None = None,
+        password: str | None = None,
     ) -> Bus:
-        """Connect with retries (tenacity); raises NotConnected after the bound."""
+        """Connect with retries (tenacity); raises NotConnected after the bound.
+
+        `user`/`password`: the NATS user of `stekker deploy nats-config`; None connects
+        without credentials (the open demo servers of `stekker up`).
+        """
 
         errors: list[str] = []
 
@@ -174,6 +184,8 @@ class Bus:
                             max_reconnect_attempts=-1 if reconnect else 0,
                             reconnect_time_wait=0.5,
                             error_cb=_error_cb,
+                            user=user,
+                            password=password,
                         ),
                         timeout=min(5.0, connect_timeout_s),
                     )
@@ -273,15 +285,21 @@ class Bus:
     # -- publishing -------------------------------------------------------------------
 
     async def publish(
-        self, event: Event, *, msg_id: str | None = None, timeout: float = 10.0
+        self, event: Event, *, msg_id: str | None = None, timeout: float = 10.0,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> int:
-        """Sign and publish to JetStream; returns the stream sequence. Retries briefly."""
+        """Sign and publish to JetStream; returns the stream sequence. Retries briefly.
+
+        `extra_headers` ride along unsigned (e.g. a bearer's `Fed-Token`, itself signed);
+        they cannot replace the envelope's own headers.
+        """
         if self.identity is None:
             raise TerminalError("cannot publish without a member identity")
         type_name = type(event).type_name()
         subject = type(event).subject(self.identity.member, event.target())
         body = msgspec.json.encode(event)
-        headers = seal(self.identity, subject, type_name, body, msg_id=msg_id)
+        headers = {**(extra_headers or {}),
+                   **seal(self.identity, subject, type_name, body, msg_id=msg_id)}
         # A producer span per message; its context rides in `traceparent`, so the consumer's
         # span (and whatever that publishes in turn) joins the same trace.
         with tracer().start_as_current_span(
@@ -368,6 +386,10 @@ class Bus:
         try:
             event, envelope = self.verify(msg.subject, msg.headers, msg.data, received,
                                           seq, window_s)
+            stream = msg.metadata.stream if msg.metadata else ""
+            if self.seen.is_replay(envelope.headers[H_SIG], f"{stream}:{seq}", time.monotonic()):
+                raise Rejected("replayed", f"{envelope.msg_id} was stored before at another "
+                               "position")
         except Rejected as rejected:
             consumer.rejected += 1
             await self.report_violation(rejected, msg.subject, msg.headers or {})

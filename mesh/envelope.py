@@ -127,8 +127,12 @@ def open_message(
     if not trust.is_member(member):
         raise Rejected("unknown_member", member)
     public = trust.key(member, key_id)
+    retired_at: dt.datetime | None = None
     if public is None:
-        raise Rejected("unknown_key", f"{key_id} is not an active key of {member}")
+        retired = trust.retired_key(member, key_id)
+        if retired is None:
+            raise Rejected("unknown_key", f"{key_id} is not an active key of {member}")
+        public, retired_at = retired
     try:
         sent = parse_time(headers[H_TIME])
     except ValueError:
@@ -137,6 +141,11 @@ def open_message(
                               headers[H_TIME], body)
     if not verify(public, headers[H_SIG], payload):
         raise Rejected("bad_signature", f"{type_name} from {member}")
+    if retired_at is not None and sent > retired_at:
+        # A backdated Fed-Time cannot get round this for long: the replay window below
+        # refuses it once the stream's own clock is past retired_at + the window.
+        raise Rejected("key_retired", f"{key_id} of {member} retired at "
+                       f"{format_time(retired_at)}; message sent {format_time(sent)}")
     if window_s is not None and abs((received - sent).total_seconds()) > window_s:
         raise Rejected("stale_time", f"sent {format_time(sent)}, stored {format_time(received)}")
     decoder = _decoders.get(cls)

@@ -35,6 +35,10 @@ class NodeSettings:
     driver: str = "sim"
     # How many NATS servers replicate the federation's state (min(3, servers)).
     replicas: int = 1
+    # Submissions and takeover requests need a bearer token (`Fed-Token`) of the right
+    # role, issued by the publishing member (issue 5). Off by default: the demo and the
+    # tests that do not speak about tokens publish without one.
+    require_tokens: bool = False
 
 
 @dataclass

@@ -133,6 +133,9 @@ class ServerSpec:
     log_file: Path | None = None
     # DESIGN §5: critical data is fsynced on every write. Tests may turn it off for speed.
     sync_always: bool = True
+    # Config text appended verbatim, e.g. the accounts block of `stekker deploy nats-config`
+    # or an `include` line; empty keeps the open, loopback-only server of the demo.
+    extra_config: str = ""
 
     @classmethod
     def new(
@@ -205,6 +208,8 @@ def render_config(spec: ServerSpec) -> str:
             f"  routes: [{routes}]",
             "}",
         ]
+    if spec.extra_config:
+        lines += ["# extra configuration given to mesh.server", spec.extra_config.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -427,6 +432,7 @@ class NatsCluster:
         sync_always: bool = True,
         detach: bool = False,
         binary: str | None = None,
+        extra_config: str = "",
     ) -> None:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"cluster needs distinct server names, got {names!r}")
@@ -436,16 +442,20 @@ class NatsCluster:
         self.cluster_name = cluster_name
         binary = binary or find_nats_server()
         specs = self._specs(names, cluster_name, sync_always)
+        for spec in specs.values():
+            spec.extra_config = extra_config
         self.servers: dict[str, NatsServer] = {
             name: NatsServer(spec, binary=binary, detach=detach) for name, spec in specs.items()
         }
 
     @classmethod
     def single(
-        cls, root: Path, name: str = "n1", sync_always: bool = True, detach: bool = False
+        cls, root: Path, name: str = "n1", sync_always: bool = True, detach: bool = False,
+        extra_config: str = "",
     ) -> NatsCluster:
         """One standalone JetStream server (no cluster block)."""
-        return cls(root, [name], cluster_name=None, sync_always=sync_always, detach=detach)
+        return cls(root, [name], cluster_name=None, sync_always=sync_always, detach=detach,
+                   extra_config=extra_config)
 
     def _specs(
         self, names: list[str], cluster_name: str | None, sync_always: bool

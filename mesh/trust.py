@@ -7,6 +7,7 @@ threshold of the previous version's keys.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable
 
@@ -24,8 +25,14 @@ def quorum_of(n_voters: int) -> int:
 
 
 def roster_payload(body: RosterBody) -> bytes:
-    # msgspec encodes struct fields in definition order: stable across processes.
-    return b"stekker-roster-v1\n" + msgspec.json.encode(body)
+    # msgspec encodes struct fields in definition order: stable across processes. An empty
+    # `retired_keys` (added with key rotation) is left out, so the bytes of every roster
+    # without one are what they were before the field existed and old signatures hold.
+    if body.retired_keys:
+        return b"stekker-roster-v1\n" + msgspec.json.encode(body)
+    plain = msgspec.to_builtins(body)
+    del plain["retired_keys"]
+    return b"stekker-roster-v1\n" + msgspec.json.encode(plain)
 
 
 def sign_roster(body: RosterBody, signers: Iterable[Identity]) -> Roster:
@@ -64,6 +71,7 @@ class TrustStore:
 
     def __init__(self, roster: Roster | None = None) -> None:
         self._keys: dict[tuple[str, str], Ed25519PublicKey] = {}
+        self._retired: dict[tuple[str, str], tuple[Ed25519PublicKey, dt.datetime]] = {}
         self._members: dict[str, RosterMember] = {}
         self.roster: Roster | None = None
         if roster is not None:
@@ -77,6 +85,13 @@ class TrustStore:
             (m.id, m.key_id): public_key_from_b64(m.public_key)
             for m in roster.body.members
             if m.state == "active"
+        }
+        # Rotated-out keys of active members: valid for what they signed before retiring.
+        active = {m.id for m in roster.body.members if m.state == "active"}
+        self._retired = {
+            (r.member, r.key_id): (public_key_from_b64(r.public_key), r.retired_at)
+            for r in roster.body.retired_keys
+            if r.member in active
         }
 
     @property
@@ -97,6 +112,10 @@ class TrustStore:
 
     def key(self, member: str, key_id: str) -> Ed25519PublicKey | None:
         return self._keys.get((member, key_id))
+
+    def retired_key(self, member: str, key_id: str) -> tuple[Ed25519PublicKey, dt.datetime] | None:
+        """A rotated-out key of an active member and when it retired, else None."""
+        return self._retired.get((member, key_id))
 
     def quorum_against(self, subject_member: str) -> int:
         """Signatures needed to act on a member: ⌈2n/3⌉ of the *other* active members."""

@@ -35,15 +35,25 @@ class Settings:
     data_dir: Path
     nats: list[str] | None
     acting_as: str | None
+    token: str | None = None
 
 
 _settings = Settings(data_dir=Path(".stekker"), nats=None, acting_as=None)
 
 
-def configure(data_dir: Path | None, nats: str | None, acting_as: str | None) -> None:
+def configure(data_dir: Path | None, nats: str | None, acting_as: str | None,
+              token: str | None = None) -> None:
     _settings.data_dir = find_data_dir(data_dir)
     _settings.nats = [u.strip() for u in nats.split(",") if u.strip()] if nats else None
     _settings.acting_as = acting_as
+    _settings.token = token or None
+
+
+def token_headers() -> dict[str, str]:
+    """The bearer token (`--token`/STEKKER_TOKEN) as the `Fed-Token` header of a request."""
+    from services.iam.tokens import H_TOKEN
+
+    return {H_TOKEN: _settings.token} if _settings.token else {}
 
 
 def settings() -> Settings:
@@ -62,6 +72,13 @@ def servers() -> list[str]:
             "`stekker up`, or pass --nats URL)"
         )
     return urls
+
+
+def nats_credentials() -> tuple[str | None, str | None]:
+    """The NATS user and password of `stekker deploy nats-config` (STEKKER_NATS_USER,
+    STEKKER_NATS_PASSWORD); (None, None) on the open servers of `stekker up`."""
+    return (os.environ.get("STEKKER_NATS_USER") or None,
+            os.environ.get("STEKKER_NATS_PASSWORD") or None)
 
 
 def acting_identity(member: str | None = None) -> Identity:
@@ -83,8 +100,9 @@ async def open_bus(*, sign: bool = False, service: str = "cli") -> Bus:
     from services.iam.service import load_roster
 
     identity = acting_identity() if sign else None
+    user, password = nats_credentials()
     bus = await Bus.connect(servers(), identity=identity, service=service,
-                            connect_timeout_s=5.0)
+                            connect_timeout_s=5.0, user=user, password=password)
     try:
         roster = await load_roster(bus)
     except Exception:

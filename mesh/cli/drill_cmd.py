@@ -115,7 +115,8 @@ async def _drill(member: str, timeout_s: float, echo: bool) -> Outcome:
         await bus.consume(on_event, subjects=[f"fed.v1.takeover.*.*.{member}"],
                           durable=None, deliver="new")
         await bus.publish(TakeoverRequested(saga=saga, member=member, reason="drill",
-                                            drill=True), msg_id=f"request-{saga}")
+                                            drill=True), msg_id=f"request-{saga}",
+                          extra_headers=common.token_headers())
         if echo:
             typer.echo(f"drill of {member} requested by {acting} (saga {saga})")
         outcome = Outcome(saga=saga, report=None)

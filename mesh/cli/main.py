@@ -35,8 +35,13 @@ def _root(
         None, "--as", envvar="STEKKER_MEMBER",
         help="Member whose key signs what this command publishes (default: first key).",
     ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="STEKKER_TOKEN",
+        help="Your bearer token (`stekker token issue`), sent with submissions and "
+        "takeover requests; needed when the nodes run with --require-tokens.",
+    ),
 ) -> None:
-    common.configure(data_dir, nats, acting_as)
+    common.configure(data_dir, nats, acting_as, token)
     if ctx.invoked_subcommand not in ("node", "service"):
         # Commands for people log warnings only, to stderr; nodes set up their own logs.
         observability.setup("cli", level=os.environ.get("STEKKER_LOG_LEVEL", "warning"))
@@ -64,6 +69,18 @@ conformance_cmd.register(app)
 from mesh.cli import members_cmd  # noqa: E402
 
 members_cmd.register(app)
+from mesh.cli import roster_cmd  # noqa: E402
+
+roster_cmd.register(app)
+from mesh.cli import admission_cmd  # noqa: E402
+
+admission_cmd.register(app)
+from mesh.cli import deploy_cmd  # noqa: E402
+
+deploy_cmd.register(app)
+from mesh.cli import token_cmd  # noqa: E402
+
+token_cmd.register(app)
 # -- end of commands --
 
 

@@ -39,9 +39,10 @@ async def _run(member: str, config: Path | None, services: list[str] | None,
     trust = TrustStore()
     # How long to keep trying to reach NATS at start (a cluster may still be electing).
     connect_timeout = float(os.environ.get("STEKKER_CONNECT_TIMEOUT", "30"))
+    user, password = common.nats_credentials()
     bus = await Bus.connect(common.servers(), identity=identity, trust=trust,
                             service="node", name=f"stekker-node-{member}",
-                            connect_timeout_s=connect_timeout)
+                            connect_timeout_s=connect_timeout, user=user, password=password)
     await bus.provision(settings.replicas)
     ctx = NodeContext(bus=bus, identity=identity, profile=profile, data_dir=data_dir,
                       settings=settings, trust=trust)
@@ -66,13 +67,19 @@ def register(app: typer.Typer) -> None:
         services: str | None = typer.Option(
             None, "--services", help=f"Comma-separated subset of: {', '.join(SERVICES)}."
         ),
+        require_tokens: bool = typer.Option(
+            False, "--require-tokens",
+            help="Refuse submissions and takeover requests without a valid Fed-Token "
+            "(tenant/operator to submit, operator for takeovers) of the publishing member.",
+        ),
     ) -> None:
         """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
         configure(f"node-{member}")
         if driver not in DRIVERS:
             common.fail(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
         settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
-                                driver=driver, replicas=replicas)
+                                driver=driver, replicas=replicas,
+                                require_tokens=require_tokens)
         names = [s.strip() for s in services.split(",")] if services else None
         try:
             asyncio.run(_run(member, config, names, settings))
@@ -91,10 +98,14 @@ def register(app: typer.Typer) -> None:
             help="Agent driver: sim (capacity model), process (real child processes), or "
             "auto (process for workloads with a run command, sim for the rest).",
         ),
+        require_tokens: bool = typer.Option(
+            False, "--require-tokens",
+            help="Refuse submissions and takeover requests without a valid Fed-Token.",
+        ),
     ) -> None:
         """Run one service of a member as its own process (iam comes along for trust)."""
         configure(f"{name}-{member}")
-        settings = NodeSettings(driver=driver)
+        settings = NodeSettings(driver=driver, require_tokens=require_tokens)
         try:
             asyncio.run(_run(member, config, [name], settings))
         except MeshError as exc:

@@ -69,7 +69,7 @@ async def _submit(spec: WorkloadSpec, wait_s: float) -> dict[str, Any] | None:
     try:
         placements = await _placements(bus)
         before = await placements.get(spec.id)
-        await bus.publish(WorkloadSubmitted(spec=spec))
+        await bus.publish(WorkloadSubmitted(spec=spec), extra_headers=common.token_headers())
         if before is not None and before.value.state != "released":
             # The scheduler keeps the first placement of an id; say so instead of waiting.
             return {**summary(spec.id, before.value), "already_placed": True}

@@ -41,6 +41,8 @@ from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry, bucket
+from services.iam.enforcement import refused_by_token
+from services.iam.tokens import SUBMIT_ROLES
 from services.scheduler.pipeline import decide
 from services.scheduler.reader import FederationState, load_snapshot, read_state
 from services.scheduler.replace import (
@@ -173,6 +175,8 @@ class SchedulerService:
 
     async def _on_submitted(self, event: Event, env: Envelope) -> None:
         if isinstance(event, WorkloadSubmitted):
+            if await refused_by_token(self.ctx, env, SUBMIT_ROLES):
+                return
             await self.place(event.spec, submitted_by=env.member, submitted_at=env.time)
 
     async def place(

@@ -55,6 +55,8 @@ from mesh.runtime import NodeContext
 from mesh.state import Bucket, bucket
 from services.agent.drivers.base import Driver, DriverError
 from services.agent.drivers.factory import make_driver
+from services.iam.enforcement import refused_by_token
+from services.iam.tokens import TAKEOVER_ROLES
 from services.scheduler.reader import load_snapshot
 from services.takeover import saga as S
 from services.takeover.approval import Approval, check_proposal, refusal, tally
@@ -236,6 +238,8 @@ class TakeoverService:
         me = self.ctx.member
         if env.member != me:
             return  # the requester's own member coordinates
+        if await refused_by_token(self.ctx, env, TAKEOVER_ROLES):
+            return
         now = _now()
         entry = await self.sagas.modify(
             event.saga,

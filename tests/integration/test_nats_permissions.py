@@ -1,0 +1,215 @@
+"""The nats-server config of `stekker deploy nats-config` enforces who may publish what.
+
+Real nats-server processes run with the generated accounts; every test stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.aio.msg import Msg
+
+from contracts.base import Event
+from contracts.security import SecurityViolation
+from mesh import layout
+from mesh.bus import Bus
+from mesh.envelope import Envelope
+from mesh.errors import NotConnected
+from mesh.keys import load_identity
+from mesh.server import NatsCluster
+from mesh.soc_feed import publish_cloudevent, tail
+from mesh.trust import TrustStore
+from services.iam.genesis import found_local_federation
+from services.iam.nats_config import AUDITOR, SOC_READER, NatsAuthConfig, nats_auth_config
+from support import demo_profiles, wait_until
+
+
+@dataclass
+class Secured:
+    url: str
+    data_dir: Path
+    auth: NatsAuthConfig
+    trust: TrustStore
+    buses: list[Bus]
+
+    async def bus(self, user: str, member: str | None = None) -> Bus:
+        """A connection with `user`'s credentials, signing as `member` (if given)."""
+        identity = load_identity(self.data_dir / "keys", member) if member else None
+        bus = await Bus.connect([self.url], identity=identity, trust=self.trust,
+                                user=user, password=self.auth.passwords[user],
+                                connect_timeout_s=5.0)
+        self.buses.append(bus)
+        return bus
+
+
+@pytest.fixture
+def secured_server(tmp_path: Path) -> Iterator[tuple[NatsCluster, NatsAuthConfig, Path]]:
+    data_dir = tmp_path / "fed"
+    roster = found_local_federation(data_dir, "stekker-test", demo_profiles())
+    auth = nats_auth_config(roster)
+    cluster = NatsCluster.single(tmp_path / "nats", sync_always=False,
+                                 extra_config=auth.accounts)
+    cluster.start()
+    try:
+        yield cluster, auth, data_dir
+    finally:
+        cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def secured(server: tuple[NatsCluster, NatsAuthConfig, Path]) -> AsyncIterator[Secured]:
+    cluster, auth, data_dir = server
+    roster = found_local_federation(data_dir, "stekker-test", demo_profiles())
+    env = Secured(url=cluster.urls[0], data_dir=data_dir, auth=auth,
+                  trust=TrustStore(roster), buses=[])
+    try:
+        amstel = await env.bus("amstel", "amstel")
+        await amstel.provision(1)
+        yield env
+    finally:
+        for bus in env.buses:
+            await bus.close()
+
+
+def violation(reason: str) -> SecurityViolation:
+    return SecurityViolation(reason=reason, offending_subject="test", service="test")
+
+
+async def collect(bus: Bus, seen: list[tuple[str, str]]) -> None:
+    async def on_event(event: Event, env: Envelope) -> None:
+        assert isinstance(event, SecurityViolation)
+        seen.append((env.member, event.reason))
+
+    await bus.consume(on_event, subjects=[SecurityViolation.subject_pattern()], durable=None)
+
+
+async def test_member_cannot_publish_as_another_member(secured_server) -> None:
+    async with secured(secured_server) as env:
+        dommel = await env.bus("dommel", "dommel")
+        seen: list[tuple[str, str]] = []
+        await collect(dommel, seen)
+        # amstel's connection holding dommel's key (stolen, say): the signature would
+        # verify, but the server refuses the subject with dommel's publisher segment.
+        forger = await env.bus("amstel", "dommel")
+        with pytest.raises(nats.errors.TimeoutError):
+            await forger.publish(violation("forged"), timeout=0.5)
+        # The same connection publishing as itself works, and arrives after the forgery
+        # would have: once it is seen, the forgery is known never to have been stored.
+        honest = await env.bus("amstel", "amstel")
+        await honest.publish(violation("honest"))
+        await wait_until(lambda: ("amstel", "honest") in seen, what="amstel's own event")
+        assert ("dommel", "forged") not in seen
+        info = await honest.js.stream_info(layout.FED)
+        assert info.state.messages == 1
+
+
+async def test_signed_publish_and_consume_work_within_the_rules(secured_server) -> None:
+    async with secured(secured_server) as env:
+        dommel = await env.bus("dommel", "dommel")
+        seen: list[tuple[str, str]] = []
+        await collect(dommel, seen)
+        amstel = await env.bus("amstel", "amstel")
+        await amstel.publish(violation("from-amstel"))
+        await dommel.publish(violation("from-dommel"))
+        await wait_until(lambda: {("amstel", "from-amstel"), ("dommel", "from-dommel")}
+                         <= set(seen), what="both members' events")
+        kv = await amstel.kv(layout.KV_DECISIONS)
+        await kv.put("probe", b"1")  # the federation's services write KV
+
+
+async def test_soc_reader_reads_soc_but_cannot_publish(secured_server) -> None:
+    async with secured(secured_server) as env:
+        amstel = await env.bus("amstel", "amstel")
+        await publish_cloudevent(amstel, "soc.v1.high.amstel", b'{"id": "1"}', "soc-1")
+        reader = await env.bus(SOC_READER)
+        events = [e async for e in tail(reader)]
+        assert events == [{"id": "1"}]
+        with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+            await reader.js.publish("soc.v1.high.amstel", b'{"id": "2"}', timeout=0.5)
+        with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+            await reader.js.publish("fed.v1.security.violation.amstel", b"{}", timeout=0.5)
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+            kv = await reader.js.key_value(layout.KV_DECISIONS)
+            await asyncio.wait_for(kv.put("probe", b"1"), 2.0)
+        # Its core publishes are dropped too: a member subscribed there sees only its own.
+        got: list[bytes] = []
+
+        async def on_probe(msg: Msg) -> None:
+            got.append(msg.data)
+
+        sub = await amstel.nc.subscribe("stekker.v1.probe", cb=on_probe)
+        await reader.nc.publish("stekker.v1.probe", b"reader")
+        await reader.nc.flush()
+        await amstel.nc.publish("stekker.v1.probe", b"member")
+        await wait_until(lambda: b"member" in got, what="the member's probe")
+        assert got == [b"member"]
+        await sub.unsubscribe()
+        assert [e async for e in tail(reader)] == [{"id": "1"}]
+
+
+async def test_auditor_reads_fed_but_cannot_publish(secured_server) -> None:
+    async with secured(secured_server) as env:
+        amstel = await env.bus("amstel", "amstel")
+        await amstel.publish(violation("audited"))
+        auditor = await env.bus(AUDITOR)
+        seen: list[tuple[str, str]] = []
+        await collect(auditor, seen)
+        await wait_until(lambda: ("amstel", "audited") in seen, what="the auditor's read")
+        with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+            await auditor.js.publish("fed.v1.security.violation.amstel", b"{}", timeout=0.5)
+
+
+async def test_without_credentials_nobody_connects(secured_server) -> None:
+    cluster, _, _ = secured_server
+    with pytest.raises(NotConnected):
+        await Bus.connect(cluster.urls, connect_timeout_s=1.0)
+
+
+def test_deploy_nats_config_writes_accounts_and_secrets(tmp_path: Path) -> None:
+    from support_iam import offline
+
+    data_dir = tmp_path / "fed"
+    found_local_federation(data_dir, "stekker-test", demo_profiles())
+    out = tmp_path / "out"
+    args = ("deploy", "nats-config", "--out", str(out), "--roster",
+            str(data_dir / "genesis.json"))
+    code, _, stderr = offline(data_dir, *args)
+    assert code == 0, stderr
+    secrets_path = out / "nats-users.secret.json"
+    assert secrets_path.stat().st_mode & 0o777 == 0o600
+    passwords = json.loads(secrets_path.read_text())
+    assert set(passwords) == {"amstel", "dommel", "zuidas", SOC_READER, AUDITOR}
+    accounts = (out / "nats-accounts.conf").read_text()
+    assert all(pw not in accounts for pw in passwords.values())  # only hashes
+    assert '"fed.v1.*.*.amstel"' in accounts
+    code, _, stderr = offline(data_dir, *args)  # again: the same passwords
+    assert code == 0, stderr
+    assert json.loads(secrets_path.read_text()) == passwords
+    # A server started with an `include` of the file takes it (nats-server resolves the
+    # path relative to its own config file, here `nats/n1/server.conf`).
+    include = os.path.relpath(out / "nats-accounts.conf", tmp_path / "nats" / "n1")
+    cluster = NatsCluster.single(tmp_path / "nats", sync_always=False,
+                                 extra_config=f"include {json.dumps(include)}")
+    try:
+        cluster.start()
+    finally:
+        cluster.stop()
+
+
+def test_deploy_nats_config_refuses_a_bad_roster_file(tmp_path: Path) -> None:
+    from support_iam import offline
+
+    bad = tmp_path / "roster.json"
+    bad.write_text("{}")
+    code, _, stderr = offline(tmp_path, "deploy", "nats-config", "--out", str(tmp_path / "o"),
+                              "--roster", str(bad))
+    assert code == 1
+    assert "not a Roster" in stderr and "Traceback" not in stderr
