@@ -30,6 +30,13 @@ CHECK_NAMES: dict[str, str] = {
     "certification_missing": "certifications",
     "jurisdiction_not_allowed": "jurisdiction",
     "insufficient_capacity": "capacity",
+    "sov_objective_too_low": "sov-objectives",
+    "non_eu_law_exposure": "non-eu-law",
+    "staff_not_eu_resident": "eu-staff",
+    "stack_undeclared": "stack",
+    "affinity_not_met": "affinity",
+    "anti_affinity": "anti-affinity",
+    "residency_not_allowed": "residency",
 }
 
 

@@ -29,7 +29,16 @@ class MemberView:
         return self.profile.id
 
     def free_at(self, site: Site) -> Resources:
-        return self.free.get(site.id, site.capacity)
+        free = self.free.get(site.id)
+        return free if free is not None else site.schedulable()
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a placed workload runs, for affinity and anti-affinity of its tenant."""
+
+    tenant: str
+    members: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,17 @@ class Snapshot:
     # KV revisions the decision read, copied into DecisionRecord.inputs so the exact
     # snapshot can be found again when the decision is re-checked.
     revisions: Mapping[str, int] = field(default_factory=dict)
+    # Workload id → where it is placed (affinity rules read it).
+    placed: Mapping[str, Placed] = field(default_factory=dict)
+
+
+def placed_of(
+    placements: Iterable[tuple[WorkloadSpec, Sequence[Assignment]]],
+) -> dict[str, Placed]:
+    return {
+        spec.id: Placed(tenant=spec.tenant, members=frozenset(a.member for a in assignments))
+        for spec, assignments in placements
+    }
 
 
 def snapshot_of(
@@ -51,6 +71,7 @@ def snapshot_of(
     member_revisions: Mapping[str, int] | None = None,
 ) -> Snapshot:
     """Assemble a snapshot from registry state. Members without a status are "active"."""
+    placements = list(placements)
     free = free_capacity(profiles, placements)
     statuses = statuses or {}
     member_revisions = member_revisions or {}
@@ -63,4 +84,7 @@ def snapshot_of(
         )
         for member_id, profile in profiles.items()
     }
-    return Snapshot(members=members, today=today, revisions=dict(revisions or {}))
+    return Snapshot(
+        members=members, today=today, revisions=dict(revisions or {}),
+        placed=placed_of(placements),
+    )

@@ -1,0 +1,165 @@
+"""Feasibility of one spec on every member and site, computed per equivalence class.
+
+Why: a decision must not cost (members x filters) of fresh work for every workload.
+Member-level filters read only a few attributes of a member (status, whether it is
+excluded, SOV levels, clearances, certifications, law exposure, staff residency, stack),
+and only a few fields of a spec (its *requirement class*). Members with equal attributes
+form an equivalence class; the filters run once per (member class, requirement class,
+day), and the verdicts are copied to each member of the class once and then reused.
+Site filters are cached the same way: jurisdiction and residency on (site country,
+allowed countries), capacity on (free amount, request).
+
+`FeasibilityCache` is a pure, explicit object: a caller may keep one between decisions
+(the scheduler service, the benchmark) or pass none (a fresh one per decision). It is
+safe when the snapshot changes because every key holds the values the verdict was
+computed from (the profile object itself, status, day, free amount); nothing is keyed
+on time or on a revision that could be reused. It is bounded: a table that grows past
+`limit` entries is cleared, which costs only recomputation.
+
+Affinity and anti-affinity read where other workloads run, not the member's profile, so
+they are evaluated per member, and only for specs that name other workloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+
+from contracts.registry import MemberProfile, Site
+from contracts.resources import Resources
+from contracts.workload import Verdict, WorkloadSpec
+from services.scheduler.filters import (
+    INSUFFICIENT_CAPACITY,
+    MEMBER_FILTERS,
+    PLACEMENT_FILTERS,
+    FilterContext,
+    insufficient_capacity,
+    jurisdiction_not_allowed,
+    residency_not_allowed,
+)
+from services.scheduler.snapshot import MemberView
+
+
+def requirement_class(spec: WorkloadSpec) -> tuple[object, ...]:
+    """The fields of a spec that member-level filters read, as a hashable key."""
+    r = spec.requirements
+    return (
+        r.min_seal,
+        tuple(sorted(r.min_sov.items())),
+        r.classification,
+        tuple(r.certifications),
+        r.no_non_eu_law,
+        r.eu_resident_staff,
+        tuple(r.diversity),
+    )
+
+
+def member_class(profile: MemberProfile) -> tuple[object, ...]:
+    """The attributes of a profile that member-level filters read, as a hashable key."""
+    return (
+        tuple(sorted(profile.sov.items())),
+        tuple(profile.cleared_classifications),
+        tuple((c.name, c.expires) for c in profile.certifications),
+        tuple(profile.non_eu_law_exposure),
+        profile.eu_resident_staff,
+        profile.stack,
+    )
+
+
+_Table = TypeVar("_Table", bound=dict[Any, Any])
+
+
+@dataclass
+class MemberOutcome:
+    verdicts: list[Verdict]
+    passed: bool
+
+
+class FeasibilityCache:
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._classes: dict[int, tuple[MemberProfile, tuple[object, ...]]] = {}
+        self._by_class: dict[tuple[object, ...], list[Verdict]] = {}
+        self._by_member: dict[tuple[object, ...], tuple[MemberProfile, MemberOutcome]] = {}
+        self._site: dict[tuple[object, ...], list[Verdict]] = {}
+        self._capacity: dict[tuple[object, ...], Verdict] = {}
+        self.filter_runs = 0  # how often the member-level filters really ran (for tests)
+
+    def _bounded(self, table: _Table) -> _Table:
+        if len(table) >= self.limit:
+            table.clear()
+        return table
+
+    def class_of(self, profile: MemberProfile) -> tuple[object, ...]:
+        hit = self._classes.get(id(profile))
+        if hit is not None and hit[0] is profile:
+            return hit[1]
+        key = member_class(profile)
+        self._bounded(self._classes)[id(profile)] = (profile, key)
+        return key
+
+    def member_outcome(
+        self, spec: WorkloadSpec, req: tuple[object, ...], member: MemberView, ctx: FilterContext
+    ) -> MemberOutcome:
+        excluded = member.id in ctx.exclude
+        key = (member.id, id(member.profile), member.status, excluded, req, ctx.today)
+        hit = self._by_member.get(key)
+        if hit is not None and hit[0] is member.profile:
+            return hit[1]
+        class_key = (self.class_of(member.profile), member.status, excluded, req, ctx.today)
+        template = self._by_class.get(class_key)
+        if template is None:
+            self.filter_runs += 1
+            template = [check(spec, member, ctx) for check in MEMBER_FILTERS]
+            self._bounded(self._by_class)[class_key] = template
+        verdicts = [
+            v if v.member == member.id else msgspec.structs.replace(v, member=member.id)
+            for v in template
+        ]
+        outcome = MemberOutcome(verdicts, all(v.passed for v in verdicts))
+        self._bounded(self._by_member)[key] = (member.profile, outcome)
+        return outcome
+
+    def site_verdicts(
+        self, spec: WorkloadSpec, member: MemberView, site: Site, ctx: FilterContext
+    ) -> list[Verdict]:
+        r = spec.requirements
+        key = (member.id, site.id, site.country, tuple(r.jurisdictions), tuple(r.residency))
+        hit = self._site.get(key)
+        if hit is None:
+            hit = [
+                jurisdiction_not_allowed(spec, member, site, ctx),
+                residency_not_allowed(spec, member, site, ctx),
+            ]
+            self._bounded(self._site)[key] = hit
+        return hit
+
+    def capacity_verdict(
+        self, spec: WorkloadSpec, member: MemberView, site: Site, free: Resources,
+        ctx: FilterContext,
+    ) -> Verdict:
+        key = (member.id, site.id, free, spec.resources)
+        hit = self._capacity.get(key)
+        if hit is None:
+            hit = insufficient_capacity(spec, member, site, ctx)
+            self._bounded(self._capacity)[key] = hit
+        return hit
+
+
+def no_sites(member: MemberView) -> Verdict:
+    return Verdict(
+        member=member.id, passed=False, reason=INSUFFICIENT_CAPACITY,
+        detail="member declares no sites",
+    )
+
+
+def placement_verdicts(
+    spec: WorkloadSpec, member: MemberView, ctx: FilterContext
+) -> list[Verdict]:
+    """Affinity rules, only when the spec names other workloads (else nothing to say)."""
+    r = spec.requirements
+    if not (r.affinity or r.anti_affinity):
+        return []
+    return [check(spec, member, ctx) for check in PLACEMENT_FILTERS]
