@@ -38,7 +38,7 @@ from services.scheduler.snapshot import MemberView, Snapshot
 from services.scheduler.verdicts import by_member, ruling_failure
 
 # Feasible members scored per decision when a sample is safe (no spread, no diversity).
-SAMPLE_SIZE = 64
+SAMPLE_SIZE = 16
 
 
 def _domain(spec: WorkloadSpec, member: str, site: Site | None, site_id: str) -> str:
@@ -194,7 +194,9 @@ def decide(
         chosen.append(Assignment(member=c.member, site=c.site, replica=next(free_replicas)))
     taken = {a.member for a in chosen}
 
-    ruled_out = {
+    # Reading every verdict back costs as much as the decision: only when the summary
+    # must say why replicas are missing.
+    ruled_out = {} if len(chosen) >= spec.replicas else {
         member: failure
         for member, member_verdicts in by_member(verdicts).items()
         if member not in taken and (failure := ruling_failure(member_verdicts)) is not None
