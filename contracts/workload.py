@@ -113,6 +113,14 @@ class Verdict(msgspec.Struct, kw_only=True, frozen=True):
     detail: str = ""
 
 
+class VerdictClass(msgspec.Struct, kw_only=True, frozen=True):
+    """Member-level verdicts shared by every member of an equivalence class: members
+    whose filtered attributes are equal get the same verdicts (`member` left empty)."""
+
+    members: list[str] = []
+    verdicts: list[Verdict] = []
+
+
 class DecisionRecord(msgspec.Struct, kw_only=True, frozen=True):
     """Everything needed to recompute a placement: inputs, verdicts, scores and the choice."""
 
@@ -135,6 +143,10 @@ class DecisionRecord(msgspec.Struct, kw_only=True, frozen=True):
     unsatisfied: list[str] = []
     # How many feasible members were scored when only a sample was (0: all of them).
     sampled: int = 0
+    # Member-level verdicts per equivalence class, one entry per class, covering every
+    # member; `verdicts` then holds only the per-member rest (affinity, sites, capacity).
+    # Records written before this field carry every verdict in `verdicts`.
+    classes: list[VerdictClass] = []
 
 
 class WorkloadSubmitted(Event, kw_only=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.workload import DecisionRecord, Verdict
-from services.scheduler.verdicts import by_member, ruling_failure
+from services.scheduler.verdicts import by_member, record_verdicts, ruling_failure
 
 
 def _best_site(record: DecisionRecord, member: str) -> str | None:
@@ -58,7 +58,7 @@ def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
     """Rows in member id order: member, site, passed, reason, detail, score, chosen, and
     `checks`: every constraint the member (and that site) passed or failed."""
     chosen = {a.member: a.site for a in record.chosen}
-    grouped = by_member(record.verdicts)
+    grouped = by_member(record_verdicts(record))
     rows = []
     for member in sorted(set(grouped) | set(chosen)):
         failure = ruling_failure(grouped.get(member, []))

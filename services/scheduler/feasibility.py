@@ -29,7 +29,7 @@ import msgspec
 
 from contracts.registry import MemberProfile, Site
 from contracts.resources import Resources
-from contracts.workload import Verdict, WorkloadSpec
+from contracts.workload import Verdict, VerdictClass, WorkloadSpec
 from services.scheduler.filters import (
     INSUFFICIENT_CAPACITY,
     MEMBER_FILTERS,
@@ -39,7 +39,7 @@ from services.scheduler.filters import (
     jurisdiction_not_allowed,
     residency_not_allowed,
 )
-from services.scheduler.snapshot import MemberView
+from services.scheduler.snapshot import MemberView, Roster
 
 
 def requirement_class(spec: WorkloadSpec) -> tuple[object, ...]:
@@ -72,9 +72,18 @@ _Table = TypeVar("_Table", bound=dict[Any, Any])
 
 
 @dataclass
-class MemberOutcome:
-    verdicts: list[Verdict]
-    passed: bool
+class MemberLevel:
+    """Member-level feasibility of one requirement class on one roster: the verdicts per
+    equivalence class (for the record) and the positions, in the roster's id order, of
+    the members that passed them all (the only ones whose sites need looking at)."""
+
+    classes: list[VerdictClass]
+    passing: list[int]
+
+
+# Site verdicts of one member (jurisdiction, residency per site, sites in id order) and
+# whether each site passed them.
+SiteChecks = list[tuple[Site, list[Verdict], bool]]
 
 
 class FeasibilityCache:
@@ -82,7 +91,9 @@ class FeasibilityCache:
         self.limit = limit
         self._classes: dict[int, tuple[MemberProfile, tuple[object, ...]]] = {}
         self._by_class: dict[tuple[object, ...], list[Verdict]] = {}
-        self._by_member: dict[tuple[object, ...], tuple[MemberProfile, MemberOutcome]] = {}
+        self._level: dict[Roster, dict[tuple[object, ...], MemberLevel]] = {}
+        self._sites: dict[tuple[object, ...], tuple[MemberProfile, SiteChecks]] = {}
+        self._schedulable: dict[int, tuple[Site, Resources]] = {}
         self._site: dict[tuple[object, ...], list[Verdict]] = {}
         self._capacity: dict[tuple[object, ...], Verdict] = {}
         self.filter_runs = 0  # how often the member-level filters really ran (for tests)
@@ -100,27 +111,72 @@ class FeasibilityCache:
         self._bounded(self._classes)[id(profile)] = (profile, key)
         return key
 
-    def member_outcome(
-        self, spec: WorkloadSpec, req: tuple[object, ...], member: MemberView, ctx: FilterContext
-    ) -> MemberOutcome:
-        excluded = member.id in ctx.exclude
-        key = (member.id, id(member.profile), member.status, excluded, req, ctx.today)
-        hit = self._by_member.get(key)
+    def member_level(
+        self, spec: WorkloadSpec, req: tuple[object, ...], roster: Roster, ctx: FilterContext
+    ) -> MemberLevel:
+        """Run the member-level filters once per (member class, status, excluded) and
+        remember the outcome for this roster, requirement class, exclusions and day."""
+        key = (req, ctx.exclude, ctx.today)
+        per_roster = self._level.get(roster)
+        if per_roster is None:
+            if len(self._level) >= 64:  # rosters come and go; keep the recent ones
+                self._level.pop(next(iter(self._level)))
+            per_roster = self._level[roster] = {}
+        hit = per_roster.get(key)
+        if hit is not None:
+            return hit
+        groups: dict[tuple[object, ...], tuple[list[str], list[Verdict]]] = {}
+        passing: list[int] = []
+        for pos, (member_id, profile, status) in enumerate(
+            zip(roster.ids, roster.profiles, roster.statuses, strict=True)
+        ):
+            excluded = member_id in ctx.exclude
+            class_key = (self.class_of(profile), status, excluded, req, ctx.today)
+            group = groups.get(class_key)
+            if group is None:
+                template = self._by_class.get(class_key)
+                if template is None:
+                    self.filter_runs += 1
+                    view = MemberView(profile=profile, status=status)
+                    template = [
+                        msgspec.structs.replace(check(spec, view, ctx), member="")
+                        for check in MEMBER_FILTERS
+                    ]
+                    self._bounded(self._by_class)[class_key] = template
+                group = groups[class_key] = ([], template)
+            group[0].append(member_id)
+            if all(v.passed for v in group[1]):
+                passing.append(pos)
+        level = MemberLevel(
+            [VerdictClass(members=m, verdicts=v) for m, v in groups.values()], passing
+        )
+        per_roster[key] = level
+        return level
+
+    def site_checks(
+        self, spec: WorkloadSpec, member: MemberView, ctx: FilterContext
+    ) -> SiteChecks:
+        """Jurisdiction and residency of every site of `member`, sites in id order."""
+        r = spec.requirements
+        key = (id(member.profile), tuple(r.jurisdictions), tuple(r.residency))
+        hit = self._sites.get(key)
         if hit is not None and hit[0] is member.profile:
             return hit[1]
-        class_key = (self.class_of(member.profile), member.status, excluded, req, ctx.today)
-        template = self._by_class.get(class_key)
-        if template is None:
-            self.filter_runs += 1
-            template = [check(spec, member, ctx) for check in MEMBER_FILTERS]
-            self._bounded(self._by_class)[class_key] = template
-        verdicts = [
-            v if v.member == member.id else msgspec.structs.replace(v, member=member.id)
-            for v in template
-        ]
-        outcome = MemberOutcome(verdicts, all(v.passed for v in verdicts))
-        self._bounded(self._by_member)[key] = (member.profile, outcome)
-        return outcome
+        checks: SiteChecks = []
+        for site in sorted(member.profile.sites, key=lambda s: s.id):
+            verdicts = self.site_verdicts(spec, member, site, ctx)
+            checks.append((site, verdicts, all(v.passed for v in verdicts)))
+        self._bounded(self._sites)[key] = (member.profile, checks)
+        return checks
+
+    def schedulable(self, site: Site) -> Resources:
+        """`site.schedulable()`, computed once per site object."""
+        hit = self._schedulable.get(id(site))
+        if hit is not None and hit[0] is site:
+            return hit[1]
+        value = site.schedulable()
+        self._bounded(self._schedulable)[id(site)] = (site, value)
+        return value
 
     def site_verdicts(
         self, spec: WorkloadSpec, member: MemberView, site: Site, ctx: FilterContext

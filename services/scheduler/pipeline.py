@@ -17,11 +17,13 @@ full, because the rules may need any member; `selection` keeps their search smal
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from contracts.registry import Site
 from contracts.workload import Assignment, Cause, DecisionRecord, Verdict, WorkloadSpec
@@ -33,12 +35,15 @@ from services.scheduler.feasibility import (
 )
 from services.scheduler.filters import REASONS, FilterContext
 from services.scheduler.scoring import capacity_score, preference_bonus
-from services.scheduler.selection import Candidate, Rules, select
-from services.scheduler.snapshot import MemberView, Snapshot
-from services.scheduler.verdicts import by_member, ruling_failure
+from services.scheduler.selection import SPREAD_UNSATISFIABLE, Candidate, Rules, select
+from services.scheduler.snapshot import MemberView, Roster, Snapshot, roster_of
+from services.scheduler.verdicts import by_member, expand, ruling_failure
 
 # Feasible members scored per decision when a sample is safe (no spread, no diversity).
-SAMPLE_SIZE = 16
+SAMPLE_SIZE = 8
+# Feasible members scored first for a spec with spread or diversity; the whole feasible
+# set only when these cannot place every replica under the rules.
+RULES_SAMPLE_SIZE = 16
 
 
 def _domain(spec: WorkloadSpec, member: str, site: Site | None, site_id: str) -> str:
@@ -104,13 +109,102 @@ def _summary(
     return text
 
 
-def _order(snapshot: Snapshot, spec: WorkloadSpec, sampling: bool) -> list[MemberView]:
-    members = sorted(snapshot.members.values(), key=lambda m: m.id)
-    if not sampling or len(members) <= SAMPLE_SIZE:
-        return members
+@dataclass
+class _Walk:
+    verdicts: list[Verdict] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    scored_members: int = 0
+    limited: bool = False  # stopped at the sample's size: members were left unscored
+
+
+def _positions(spec: WorkloadSpec, roster: Roster, passing: list[int], rotate: bool) -> list[int]:
+    """Members that passed the member-level filters, in id order, rotated for a sample
+    so that it starts at a member chosen by a hash of the workload id."""
+    if not rotate or len(roster.ids) <= SAMPLE_SIZE:
+        return passing
     # crc32, not hash(): the same on every member's machine, so decisions recompute.
-    start = zlib.crc32(spec.id.encode()) % len(members)
-    return members[start:] + members[:start]
+    start = zlib.crc32(spec.id.encode()) % len(roster.ids)
+    i = bisect.bisect_left(passing, start)
+    return passing[i:] + passing[:i]
+
+
+def _walk(
+    spec: WorkloadSpec, snapshot: Snapshot, roster: Roster, positions: list[int],
+    ctx: FilterContext, cache: FeasibilityCache, limit: int | None,
+) -> _Walk:
+    """Check and score the sites of members in `positions` order, until `limit` members
+    with a feasible site were found (None: all of them)."""
+    r = spec.requirements
+    out = _Walk()
+    affinity = bool(r.affinity or r.anti_affinity)
+    request, strategy, prefs = spec.resources, r.strategy, r.preferences
+    scored_any_pref = bool(prefs.members or prefs.regions)
+    for pos in positions:
+        member = snapshot.members[roster.ids[pos]]
+        if affinity:
+            placement = placement_verdicts(spec, member, ctx)
+            out.verdicts.extend(placement)
+            if not all(v.passed for v in placement):
+                continue
+        if limit is not None and out.scored_members >= limit:
+            out.limited = True
+            if affinity:
+                continue  # affinity verdicts are recorded for every member
+            break
+        if not member.profile.sites:
+            out.verdicts.append(no_sites(member))
+            continue
+        feasible = False
+        stack = _stack(spec, member)
+        for site, site_verdicts, allowed in cache.site_checks(spec, member, ctx):
+            out.verdicts.extend(site_verdicts)
+            free = member.free.get(site.id)
+            schedulable = cache.schedulable(site)
+            if free is None:
+                free = schedulable
+            fits = cache.capacity_verdict(spec, member, site, free, ctx)
+            out.verdicts.append(fits)  # recorded even abroad: explain shows every check
+            if not (fits.passed and allowed):
+                continue
+            feasible = True
+            score = capacity_score(strategy, request, free, schedulable)
+            if scored_any_pref:
+                score = round(score + preference_bonus(prefs, member.id, site.region), 3)
+            out.scores[f"{member.id}/{site.id}"] = score
+            out.candidates.append(Candidate(
+                member.id, site.id, score, _domain(spec, member.id, site, site.id), stack,
+            ))
+        out.scored_members += feasible
+    return out
+
+
+def _best_per_member(candidates: list[Candidate]) -> list[Candidate]:
+    """Without rules, only each member's best site can matter (fewer candidates)."""
+    best: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.member not in best or (-c.score, c.site) < (-best[c.member].score,
+                                                         best[c.member].site):
+            best[c.member] = c
+    return list(best.values())
+
+
+def _no_better(
+    spec: WorkloadSpec, rules: Rules, kept: int, new: list[Candidate], unsatisfied: list[str]
+) -> bool:
+    """Whether the whole feasible set provably cannot do better than a sample did.
+
+    Only one case, the common one: spread without diversity whose `min_domains`
+    exceeds the replicas. No candidates can ever meet it, so the whole set reports
+    `spread_unsatisfiable` too; and a degraded placement never has more than one replica
+    fewer than needed, which the sample already reached (every sampled candidate
+    passed every filter, and the degraded spread rule holds within the sample)."""
+    spread = rules.spread
+    return (
+        spread is not None and not rules.diversity and spread.min_domains > spec.replicas
+        and unsatisfied == [SPREAD_UNSATISFIABLE]
+        and len(new) == max(spec.replicas - kept - 1, 0)
+    )
 
 
 def decide(
@@ -132,45 +226,8 @@ def decide(
     r = spec.requirements
     ctx = FilterContext(today=snapshot.today, exclude=frozenset(exclude), placed=snapshot.placed)
     rules = Rules(spread=r.spread, diversity=bool(r.diversity))
-    sampling = sample and not rules.any
-    req = requirement_class(spec)
-    verdicts: list[Verdict] = []
-    scores: dict[str, float] = {}
-    candidates: list[Candidate] = []
-    scored_members = 0
-    for member in _order(snapshot, spec, sampling):
-        outcome = cache.member_outcome(spec, req, member, ctx)
-        verdicts.extend(outcome.verdicts)
-        if not outcome.passed:
-            continue  # ruled out as a whole: its sites need no verdicts
-        affinity = placement_verdicts(spec, member, ctx)
-        if affinity:
-            verdicts.extend(affinity)
-            if not all(v.passed for v in affinity):
-                continue
-        if sampling and scored_members >= SAMPLE_SIZE:
-            continue  # outside the sample: its member-level verdicts are recorded
-        if not member.profile.sites:
-            verdicts.append(no_sites(member))
-            continue
-        feasible = False
-        for site in sorted(member.profile.sites, key=lambda s: s.id):
-            site_verdicts = cache.site_verdicts(spec, member, site, ctx)
-            verdicts.extend(site_verdicts)
-            free = member.free_at(site)
-            fits = cache.capacity_verdict(spec, member, site, free, ctx)
-            verdicts.append(fits)  # recorded even abroad: explain shows every check
-            if not (fits.passed and all(v.passed for v in site_verdicts)):
-                continue
-            feasible = True
-            score = capacity_score(r.strategy, spec.resources, free, site.schedulable())
-            score = round(score + preference_bonus(r.preferences, member.id, site.region), 3)
-            scores[f"{member.id}/{site.id}"] = score
-            candidates.append(Candidate(
-                member.id, site.id, score, _domain(spec, member.id, site, site.id),
-                _stack(spec, member),
-            ))
-        scored_members += feasible
+    roster = roster_of(snapshot)
+    level = cache.member_level(spec, requirement_class(spec), roster, ctx)
 
     kept = _kept(keep, ctx, spec.replicas)
     kept_candidates = [
@@ -178,15 +235,17 @@ def decide(
                   _stack(spec, snapshot.members.get(a.member)))
         for a in kept
     ]
-    if not rules.any:
-        # Without rules, only each member's best site can matter (fewer candidates).
-        best: dict[str, Candidate] = {}
-        for c in candidates:
-            if c.member not in best or (-c.score, c.site) < (-best[c.member].score,
-                                                             best[c.member].site):
-                best[c.member] = c
-        candidates = list(best.values())
+    limit = (RULES_SAMPLE_SIZE if rules.any else SAMPLE_SIZE) if sample else None
+    walk = _walk(spec, snapshot, roster, _positions(spec, roster, level.passing, sample),
+                 ctx, cache, limit)
+    candidates = walk.candidates if rules.any else _best_per_member(walk.candidates)
     new, unsatisfied = select(candidates, kept_candidates, spec.replicas, rules)
+    if (rules.any and walk.limited and (unsatisfied or len(kept) + len(new) < spec.replicas)
+            and not _no_better(spec, rules, len(kept), new, unsatisfied)):
+        # The sample could not place every replica under the rules: only the whole
+        # feasible set may say that no placement exists (see module doc).
+        walk = _walk(spec, snapshot, roster, level.passing, ctx, cache, None)
+        new, unsatisfied = select(walk.candidates, kept_candidates, spec.replicas, rules)
     chosen = list(kept)
     used = {a.replica for a in kept}
     free_replicas = (i for i in itertools.count() if i not in used)  # lowest unused first
@@ -198,7 +257,7 @@ def decide(
     # must say why replicas are missing.
     ruled_out = {} if len(chosen) >= spec.replicas else {
         member: failure
-        for member, member_verdicts in by_member(verdicts).items()
+        for member, member_verdicts in by_member(expand(level.classes, walk.verdicts)).items()
         if member not in taken and (failure := ruling_failure(member_verdicts)) is not None
     }
     return DecisionRecord(
@@ -208,14 +267,15 @@ def decide(
         decided_at=now,
         inputs=dict(snapshot.revisions),
         excluded=sorted(ctx.exclude),
-        verdicts=verdicts,
-        scores=scores,
+        verdicts=walk.verdicts,
+        scores=walk.scores,
         chosen=chosen,
         feasible=bool(chosen),
         degraded=bool(chosen) and len(chosen) < spec.replicas,
         summary=_summary(spec, chosen, kept, ruled_out, unsatisfied),
         unsatisfied=unsatisfied,
-        sampled=scored_members if sampling and scored_members >= SAMPLE_SIZE else 0,
+        sampled=walk.scored_members if walk.limited else 0,
+        classes=level.classes,
     )
 
 

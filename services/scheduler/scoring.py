@@ -28,15 +28,25 @@ def balance_score(request: Resources, free: Resources, capacity: Resources) -> f
     """0..100: the mean over the resource classes of the fraction of the site's capacity
     still free after placing `request`. Classes the site has none of are left out
     (they cannot be balanced); a site with no capacity at all scores 0."""
-    fractions = [
-        max(getattr(free, d) - getattr(request, d), 0.0) / getattr(capacity, d)
-        for d in _DIMENSIONS
-        if getattr(capacity, d) > 0
-    ]
-    if not fractions:
+    # Unrolled over _DIMENSIONS (in that order, so the sum is the same float): this runs
+    # for every scored site of every decision.
+    total, count = 0.0, 0
+    if capacity.vcpu > 0:
+        total += max(free.vcpu - request.vcpu, 0.0) / capacity.vcpu
+        count += 1
+    if capacity.memory_gib > 0:
+        total += max(free.memory_gib - request.memory_gib, 0.0) / capacity.memory_gib
+        count += 1
+    if capacity.storage_gib > 0:
+        total += max(free.storage_gib - request.storage_gib, 0.0) / capacity.storage_gib
+        count += 1
+    if capacity.gpu > 0:
+        total += max(free.gpu - request.gpu, 0.0) / capacity.gpu
+        count += 1
+    if not count:
         return 0.0
     # Rounded so a score reads well in `explain` and survives JSON round trips unchanged.
-    return round(100.0 * min(sum(fractions) / len(fractions), 1.0), 3)
+    return round(100.0 * min(total / count, 1.0), 3)
 
 
 def binpack_score(request: Resources, free: Resources, capacity: Resources) -> float:

@@ -52,6 +52,49 @@ class Snapshot:
     placed: Mapping[str, Placed] = field(default_factory=dict)
 
 
+class Roster:
+    """Who the members are, in id order, with their profiles and statuses: what
+    member-level filters read. Free capacity is not part of it, so snapshots that
+    differ only in capacity (one booking to the next) share one roster, and feasibility
+    caches keyed on it stay valid. Compared by identity."""
+
+    __slots__ = ("__weakref__", "ids", "index", "profiles", "statuses")
+
+    def __init__(self, members: Mapping[str, MemberView]) -> None:
+        self.ids: list[str] = sorted(members)
+        self.index: dict[str, int] = {m: i for i, m in enumerate(self.ids)}
+        self.profiles: list[MemberProfile] = [members[m].profile for m in self.ids]
+        self.statuses: list[str] = [members[m].status for m in self.ids]
+
+
+def roster_of(snapshot: Snapshot) -> Roster:
+    """The snapshot's roster, built once per snapshot (O(members)) and then remembered;
+    `booked` passes it on to the snapshot it derives."""
+    roster = snapshot.__dict__.get("_roster")
+    if roster is None:
+        roster = Roster(snapshot.members)
+        object.__setattr__(snapshot, "_roster", roster)
+    return roster
+
+
+def booked(snapshot: Snapshot, request: Resources, assignments: Sequence[Assignment]) -> Snapshot:
+    """The snapshot after reserving `request` at each assignment's site: free capacity
+    changes, profiles and statuses do not, so the roster (and every cache keyed on it)
+    carries over. What the shell's commit does to its next snapshot."""
+    members = dict(snapshot.members)
+    for a in assignments:
+        view = members[a.member]
+        site = next(s for s in view.profile.sites if s.id == a.site)
+        free = dict(view.free)
+        free[a.site] = view.free_at(site).minus(request)
+        members[a.member] = MemberView(view.profile, view.status, view.revision, free)
+    derived = Snapshot(members=members, today=snapshot.today, revisions=snapshot.revisions,
+                       placed=snapshot.placed)
+    if "_roster" in snapshot.__dict__:
+        object.__setattr__(derived, "_roster", snapshot.__dict__["_roster"])
+    return derived
+
+
 def placed_of(
     placements: Iterable[tuple[WorkloadSpec, Sequence[Assignment]]],
 ) -> dict[str, Placed]:

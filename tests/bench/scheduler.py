@@ -25,11 +25,11 @@ from contracts.resources import Resources
 from contracts.workload import Requirements, Spread, WorkloadSpec
 from services.scheduler.feasibility import FeasibilityCache
 from services.scheduler.pipeline import decide
-from services.scheduler.snapshot import MemberView, Snapshot
+from services.scheduler.snapshot import MemberView, Snapshot, booked
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-WORKLOADS = 10_000
+WORKLOADS = int(__import__("os").environ.get("BENCH_WORKLOADS", "10000"))
 ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "3"))
 COUNTRIES = ["NL", "NL", "NL", "DE", "BE", "FR", "NO"]
 HYPERVISORS = ["KVM", "Xen", "bhyve", "Hyper-V", "ESXi"]
@@ -86,17 +86,6 @@ def workloads(rng: random.Random) -> list[WorkloadSpec]:
     return specs
 
 
-def book(snapshot: Snapshot, spec: WorkloadSpec, record) -> Snapshot:  # type: ignore[no-untyped-def]
-    members = dict(snapshot.members)
-    for a in record.chosen:
-        view = members[a.member]
-        site = next(s for s in view.profile.sites if s.id == a.site)
-        free = dict(view.free)
-        free[a.site] = view.free_at(site).minus(spec.resources)
-        members[a.member] = MemberView(view.profile, view.status, view.revision, free)
-    return Snapshot(members=members, today=snapshot.today)
-
-
 def run(n: int) -> dict[str, float]:
     rates, infeasible = [], 0
     for round_ in range(ROUNDS):
@@ -107,7 +96,7 @@ def run(n: int) -> dict[str, float]:
         for spec in specs:
             record = decide(spec, snap, decided_by="bench", now=NOW, cache=cache)
             infeasible += not record.feasible
-            snap = book(snap, spec, record)
+            snap = booked(snap, spec.resources, record.chosen)
         rates.append(len(specs) / (time.perf_counter() - start))
     return {"decisions_per_s": round(statistics.median(rates), 1),
             "infeasible": infeasible}

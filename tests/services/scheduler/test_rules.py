@@ -14,6 +14,7 @@ from contracts.workload import Preferences, Requirements, Spread, WorkloadSpec
 from services.scheduler.feasibility import FeasibilityCache
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import MemberView, Placed, Snapshot
+from services.scheduler.verdicts import record_verdicts
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -40,7 +41,7 @@ def spec(replicas: int = 1, **reqs: object) -> WorkloadSpec:
 
 
 def reasons(record, mid):  # type: ignore[no-untyped-def]
-    return {v.reason for v in record.verdicts if v.member == mid and not v.passed}
+    return {v.reason for v in record_verdicts(record) if v.member == mid and not v.passed}
 
 
 def test_new_member_filters_name_their_reasons():
