@@ -56,6 +56,12 @@ def requirement_class(spec: WorkloadSpec) -> tuple[object, ...]:
     )
 
 
+def site_class(spec: WorkloadSpec) -> tuple[object, ...]:
+    """The fields of a spec that site filters other than capacity read."""
+    r = spec.requirements
+    return (tuple(r.jurisdictions), tuple(r.residency))
+
+
 def member_class(profile: MemberProfile) -> tuple[object, ...]:
     """The attributes of a profile that member-level filters read, as a hashable key."""
     return (
@@ -96,6 +102,7 @@ class FeasibilityCache:
         self._schedulable: dict[int, tuple[Site, Resources]] = {}
         self._site: dict[tuple[object, ...], list[Verdict]] = {}
         self._capacity: dict[tuple[object, ...], Verdict] = {}
+        self._fits: dict[int, tuple[Resources, str, str, Verdict]] = {}
         self.filter_runs = 0  # how often the member-level filters really ran (for tests)
 
     def _bounded(self, table: _Table) -> _Table:
@@ -154,11 +161,12 @@ class FeasibilityCache:
         return level
 
     def site_checks(
-        self, spec: WorkloadSpec, member: MemberView, ctx: FilterContext
+        self, spec: WorkloadSpec, member: MemberView, ctx: FilterContext,
+        where: tuple[object, ...] | None = None,
     ) -> SiteChecks:
-        """Jurisdiction and residency of every site of `member`, sites in id order."""
-        r = spec.requirements
-        key = (id(member.profile), tuple(r.jurisdictions), tuple(r.residency))
+        """Jurisdiction and residency of every site of `member`, sites in id order.
+        `where` is `site_class(spec)`, when the caller has it at hand."""
+        key = (id(member.profile), where or site_class(spec))
         hit = self._sites.get(key)
         if hit is not None and hit[0] is member.profile:
             return hit[1]
@@ -196,12 +204,23 @@ class FeasibilityCache:
         self, spec: WorkloadSpec, member: MemberView, site: Site, free: Resources,
         ctx: FilterContext,
     ) -> Verdict:
+        """`insufficient_capacity` of `free` at the site. A passing verdict names only the
+        free amounts, not the request, so it is cached per free-amount object (free
+        amounts are immutable and carried from snapshot to snapshot until booked);
+        a failing one per (free, request)."""
+        if spec.resources.fits_in(free):
+            hit = self._fits.get(id(free))
+            if hit is not None and hit[0] is free and hit[1] == member.id and hit[2] == site.id:
+                return hit[3]
+            verdict = insufficient_capacity(spec, member, site, ctx)
+            self._bounded(self._fits)[id(free)] = (free, member.id, site.id, verdict)
+            return verdict
         key = (member.id, site.id, free, spec.resources)
-        hit = self._capacity.get(key)
-        if hit is None:
-            hit = insufficient_capacity(spec, member, site, ctx)
-            self._bounded(self._capacity)[key] = hit
-        return hit
+        failed = self._capacity.get(key)
+        if failed is None:
+            failed = insufficient_capacity(spec, member, site, ctx)
+            self._bounded(self._capacity)[key] = failed
+        return failed
 
 
 def no_sites(member: MemberView) -> Verdict:

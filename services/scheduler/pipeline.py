@@ -32,6 +32,7 @@ from services.scheduler.feasibility import (
     no_sites,
     placement_verdicts,
     requirement_class,
+    site_class,
 )
 from services.scheduler.filters import REASONS, FilterContext
 from services.scheduler.scoring import capacity_score, preference_bonus
@@ -140,8 +141,10 @@ def _walk(
     affinity = bool(r.affinity or r.anti_affinity)
     request, strategy, prefs = spec.resources, r.strategy, r.preferences
     scored_any_pref = bool(prefs.members or prefs.regions)
+    where = site_class(spec)
+    members, ids = snapshot.members, roster.ids
     for pos in positions:
-        member = snapshot.members[roster.ids[pos]]
+        member = members[ids[pos]]
         if affinity:
             placement = placement_verdicts(spec, member, ctx)
             out.verdicts.extend(placement)
@@ -157,7 +160,7 @@ def _walk(
             continue
         feasible = False
         stack = _stack(spec, member)
-        for site, site_verdicts, allowed in cache.site_checks(spec, member, ctx):
+        for site, site_verdicts, allowed in cache.site_checks(spec, member, ctx, where):
             out.verdicts.extend(site_verdicts)
             free = member.free.get(site.id)
             schedulable = cache.schedulable(site)
