@@ -87,9 +87,9 @@ class MemberLevel:
     passing: list[int]
 
 
-# Site verdicts of one member (jurisdiction, residency per site, sites in id order) and
-# whether each site passed them.
-SiteChecks = list[tuple[Site, list[Verdict], bool]]
+# Site verdicts of one member (jurisdiction, residency per site, sites in id order),
+# whether each site passed them, its schedulable capacity and its key in `scores`.
+SiteChecks = list[tuple[Site, list[Verdict], bool, Resources, str]]
 
 
 class FeasibilityCache:
@@ -102,7 +102,8 @@ class FeasibilityCache:
         self._schedulable: dict[int, tuple[Site, Resources]] = {}
         self._site: dict[tuple[object, ...], list[Verdict]] = {}
         self._capacity: dict[tuple[object, ...], Verdict] = {}
-        self._fits: dict[int, tuple[Resources, str, str, Verdict]] = {}
+        # Passing capacity verdicts by id(free amount); read inline by the pipeline.
+        self.fits: dict[int, tuple[Resources, str, str, Verdict]] = {}
         self.filter_runs = 0  # how often the member-level filters really ran (for tests)
 
     def _bounded(self, table: _Table) -> _Table:
@@ -173,7 +174,8 @@ class FeasibilityCache:
         checks: SiteChecks = []
         for site in sorted(member.profile.sites, key=lambda s: s.id):
             verdicts = self.site_verdicts(spec, member, site, ctx)
-            checks.append((site, verdicts, all(v.passed for v in verdicts)))
+            checks.append((site, verdicts, all(v.passed for v in verdicts),
+                           self.schedulable(site), f"{member.id}/{site.id}"))
         self._bounded(self._sites)[key] = (member.profile, checks)
         return checks
 
@@ -209,11 +211,11 @@ class FeasibilityCache:
         amounts are immutable and carried from snapshot to snapshot until booked);
         a failing one per (free, request)."""
         if spec.resources.fits_in(free):
-            hit = self._fits.get(id(free))
+            hit = self.fits.get(id(free))
             if hit is not None and hit[0] is free and hit[1] == member.id and hit[2] == site.id:
                 return hit[3]
             verdict = insufficient_capacity(spec, member, site, ctx)
-            self._bounded(self._fits)[id(free)] = (free, member.id, site.id, verdict)
+            self._bounded(self.fits)[id(free)] = (free, member.id, site.id, verdict)
             return verdict
         key = (member.id, site.id, free, spec.resources)
         failed = self._capacity.get(key)

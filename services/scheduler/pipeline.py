@@ -35,7 +35,7 @@ from services.scheduler.feasibility import (
     site_class,
 )
 from services.scheduler.filters import REASONS, FilterContext
-from services.scheduler.scoring import capacity_score, preference_bonus
+from services.scheduler.scoring import balance_score, binpack_score, preference_bonus
 from services.scheduler.selection import SPREAD_UNSATISFIABLE, Candidate, Rules, select
 from services.scheduler.snapshot import MemberView, Roster, Snapshot, roster_of
 from services.scheduler.verdicts import by_member, expand, ruling_failure
@@ -143,6 +143,9 @@ def _walk(
     scored_any_pref = bool(prefs.members or prefs.regions)
     where = site_class(spec)
     members, ids = snapshot.members, roster.ids
+    verdicts, scores = out.verdicts, out.scores
+    scorer = binpack_score if strategy == "binpack" else balance_score
+    fits_by_free = cache.fits.get
     for pos in positions:
         member = members[ids[pos]]
         if affinity:
@@ -160,21 +163,28 @@ def _walk(
             continue
         feasible = False
         stack = _stack(spec, member)
-        for site, site_verdicts, allowed in cache.site_checks(spec, member, ctx, where):
-            out.verdicts.extend(site_verdicts)
-            free = member.free.get(site.id)
-            schedulable = cache.schedulable(site)
+        free_at, member_id = member.free.get, member.id
+        for site, site_verdicts, allowed, schedulable, key in cache.site_checks(
+            spec, member, ctx, where
+        ):
+            verdicts.extend(site_verdicts)
+            free = free_at(site.id)
             if free is None:
                 free = schedulable
-            fits = cache.capacity_verdict(spec, member, site, free, ctx)
-            out.verdicts.append(fits)  # recorded even abroad: explain shows every check
+            hit = fits_by_free(id(free))  # the common case of capacity_verdict, inline
+            if (hit is not None and hit[0] is free and hit[1] == member_id
+                    and hit[2] == site.id and request.fits_in(free)):
+                fits = hit[3]
+            else:
+                fits = cache.capacity_verdict(spec, member, site, free, ctx)
+            verdicts.append(fits)  # recorded even abroad: explain shows every check
             if not (fits.passed and allowed):
                 continue
             feasible = True
-            score = capacity_score(strategy, request, free, schedulable)
+            score = scorer(request, free, schedulable)
             if scored_any_pref:
                 score = round(score + preference_bonus(prefs, member.id, site.region), 3)
-            out.scores[f"{member.id}/{site.id}"] = score
+            scores[key] = score
             out.candidates.append(Candidate(
                 member.id, site.id, score, _domain(spec, member.id, site, site.id), stack,
             ))
