@@ -68,7 +68,12 @@ def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
         else:
             site = chosen.get(member) or _best_site(record, member)
             reason, passed = None, True
-            detail = "chosen" if member in chosen else "feasible; replicas went to higher scores"
+            if member in chosen:
+                detail = "chosen"
+            elif record.sampled and not any(v.site for v in grouped.get(member, [])):
+                detail = "passed every member check; its sites were outside the scored sample"
+            else:
+                detail = "feasible; replicas went to higher scores"
         rows.append(
             {
                 "member": member,

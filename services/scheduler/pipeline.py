@@ -26,7 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from contracts.registry import Site
-from contracts.workload import Assignment, Cause, DecisionRecord, Verdict, WorkloadSpec
+from contracts.workload import (
+    Assignment,
+    Cause,
+    DecisionRecord,
+    Verdict,
+    VerdictClass,
+    WorkloadSpec,
+)
 from services.scheduler.feasibility import (
     FeasibilityCache,
     no_sites,
@@ -38,7 +45,7 @@ from services.scheduler.filters import REASONS, FilterContext
 from services.scheduler.scoring import balance_score, binpack_score, preference_bonus
 from services.scheduler.selection import SPREAD_UNSATISFIABLE, Candidate, Rules, select
 from services.scheduler.snapshot import MemberView, Roster, Snapshot, roster_of
-from services.scheduler.verdicts import by_member, expand, ruling_failure
+from services.scheduler.verdicts import by_member, ruling_failure
 
 # Feasible members scored per decision when a sample is safe (no spread, no diversity).
 SAMPLE_SIZE = 8
@@ -202,6 +209,23 @@ def _best_per_member(candidates: list[Candidate]) -> list[Candidate]:
     return list(best.values())
 
 
+def _ruled_out(classes: Sequence[VerdictClass], walk: _Walk, taken: set[str]) -> dict[str, Verdict]:
+    """The failure that rules out each member not taken (`ruling_failure` of its
+    verdicts, read from the classes without copying a verdict per member; the summary
+    only counts their reasons)."""
+    out: dict[str, Verdict] = {}
+    for cls in classes:
+        failure = next((v for v in cls.verdicts if not v.passed), None)
+        if failure is not None:  # a failed member-level filter wins, first in order
+            out.update((m, failure) for m in cls.members if m not in taken)
+    for member, member_verdicts in by_member(walk.verdicts).items():
+        if member not in taken and member not in out:
+            failure = ruling_failure(member_verdicts)
+            if failure is not None:
+                out[member] = failure
+    return out
+
+
 def _no_better(
     spec: WorkloadSpec, rules: Rules, kept: int, new: list[Candidate], unsatisfied: list[str]
 ) -> bool:
@@ -266,13 +290,9 @@ def decide(
         chosen.append(Assignment(member=c.member, site=c.site, replica=next(free_replicas)))
     taken = {a.member for a in chosen}
 
-    # Reading every verdict back costs as much as the decision: only when the summary
-    # must say why replicas are missing.
-    ruled_out = {} if len(chosen) >= spec.replicas else {
-        member: failure
-        for member, member_verdicts in by_member(expand(level.classes, walk.verdicts)).items()
-        if member not in taken and (failure := ruling_failure(member_verdicts)) is not None
-    }
+    # Reading verdicts back costs as much as the decision: only when the summary must
+    # say why replicas are missing.
+    ruled_out = {} if len(chosen) >= spec.replicas else _ruled_out(level.classes, walk, taken)
     return DecisionRecord(
         workload=spec.id,
         cause=cause,
