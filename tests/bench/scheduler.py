@@ -4,13 +4,16 @@
 federation of N members x 5 sites, for N = 50, 200, 1,000; each decision's capacity is
 booked before the next (as the shell's commit would), and one `FeasibilityCache` is
 kept across decisions, as the scheduler service may. Medians of a few rounds, since
-these machines are shared and noisy; peak RSS of this process at the end.
+these machines are shared and noisy. Then the memory run: at 1,000 members, 52,000
+workloads (over 100,000 placements) decided and held, spec and record, as a scheduler
+process holds its placements; `peak_rss_mib` is this process's peak RSS after it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import resource
 import statistics
@@ -29,8 +32,10 @@ from services.scheduler.snapshot import MemberView, Snapshot, booked
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-WORKLOADS = int(__import__("os").environ.get("BENCH_WORKLOADS", "10000"))
-ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "3"))
+WORKLOADS = int(os.environ.get("BENCH_WORKLOADS", "10000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# The memory run: workloads decided and held (spec and record) at 1,000 members.
+HELD = int(os.environ.get("BENCH_HELD_WORKLOADS", "52000"))
 COUNTRIES = ["NL", "NL", "NL", "DE", "BE", "FR", "NO"]
 HYPERVISORS = ["KVM", "Xen", "bhyve", "Hyper-V", "ESXi"]
 
@@ -58,9 +63,9 @@ def federation(n: int, rng: random.Random) -> Snapshot:
     return Snapshot(members=members, today=TODAY)
 
 
-def workloads(rng: random.Random) -> list[WorkloadSpec]:
+def workloads(rng: random.Random, count: int = WORKLOADS) -> list[WorkloadSpec]:
     specs = []
-    for i in range(WORKLOADS):
+    for i in range(count):
         kind = rng.random()
         reqs = Requirements()
         if kind < 0.40:  # open data anywhere in the EU
@@ -102,6 +107,24 @@ def run(n: int) -> dict[str, float]:
             "infeasible": infeasible}
 
 
+def held(n: int, count: int) -> dict[str, float]:
+    """Decide `count` workloads at `n` members and keep every spec and record, as a
+    scheduler process holds its placements; report the placements and peak RSS."""
+    rng = random.Random(99)
+    snap, specs, cache = federation(n, rng), workloads(rng, count), FeasibilityCache()
+    kept = []
+    start = time.perf_counter()
+    for spec in specs:
+        record = decide(spec, snap, decided_by="bench", now=NOW, cache=cache)
+        kept.append((spec, record))
+        snap = booked(snap, spec.resources, record.chosen)
+    elapsed = time.perf_counter() - start
+    return {"members": n, "workloads": count,
+            "placements": sum(len(r.chosen) for _, r in kept),
+            "decisions_per_s": round(count / elapsed, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [50, 200, 1000]
     results = {str(n): run(n) for n in sizes}
@@ -116,6 +139,9 @@ def main() -> None:
         doc["time_growth_200_over_50"] = round(rate[50] / rate[200], 2)  # 4.0 = linear
     if 200 in rate and 1000 in rate:
         doc["time_growth_1000_over_200"] = round(rate[200] / rate[1000], 2)  # 5.0 = linear
+    if HELD:
+        doc["held"] = held(1000, HELD)
+        doc["peak_rss_mib"] = doc["held"]["peak_rss_mib"]
     print(json.dumps(doc, indent=2))
 
 
