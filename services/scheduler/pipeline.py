@@ -149,12 +149,12 @@ def _walk(
     request, strategy, prefs = spec.resources, r.strategy, r.preferences
     scored_any_pref = bool(prefs.members or prefs.regions)
     where = site_class(spec)
-    members, ids = snapshot.members, roster.ids
+    members, keys = snapshot.members, roster.keys
     verdicts, scores = out.verdicts, out.scores
     scorer = binpack_score if strategy == "binpack" else balance_score
     fits_by_free = cache.fits.get
     for pos in positions:
-        member = members[ids[pos]]
+        member = members[keys[pos]]
         if affinity:
             placement = placement_verdicts(spec, member, ctx)
             out.verdicts.extend(placement)

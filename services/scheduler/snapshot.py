@@ -58,13 +58,14 @@ class Roster:
     differ only in capacity (one booking to the next) share one roster, and feasibility
     caches keyed on it stay valid. Compared by identity."""
 
-    __slots__ = ("__weakref__", "ids", "index", "profiles", "statuses")
+    __slots__ = ("__weakref__", "ids", "keys", "profiles", "statuses")
 
     def __init__(self, members: Mapping[str, MemberView]) -> None:
-        self.ids: list[str] = sorted(members)
-        self.index: dict[str, int] = {m: i for i, m in enumerate(self.ids)}
-        self.profiles: list[MemberProfile] = [members[m].profile for m in self.ids]
-        self.statuses: list[str] = [members[m].status for m in self.ids]
+        ordered = sorted(members.items(), key=lambda kv: kv[1].id)
+        self.ids: list[str] = [view.id for _, view in ordered]  # member ids, in order
+        self.keys: list[str] = [key for key, _ in ordered]  # their keys in `members`
+        self.profiles: list[MemberProfile] = [view.profile for _, view in ordered]
+        self.statuses: list[str] = [view.status for _, view in ordered]
 
 
 def roster_of(snapshot: Snapshot) -> Roster:
