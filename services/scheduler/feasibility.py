@@ -93,8 +93,11 @@ SiteChecks = list[tuple[Site, list[Verdict], bool, Resources, str]]
 
 
 class FeasibilityCache:
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 200_000, capacity_limit: int = 20_000) -> None:
         self.limit = limit
+        # Capacity verdicts go stale with every booking (a new free amount) and each
+        # entry keeps its free amount alive, so their tables are kept smaller.
+        self.capacity_limit = capacity_limit
         self._classes: dict[int, tuple[MemberProfile, tuple[object, ...]]] = {}
         self._by_class: dict[tuple[object, ...], list[Verdict]] = {}
         self._level: dict[Roster, dict[tuple[object, ...], MemberLevel]] = {}
@@ -106,8 +109,8 @@ class FeasibilityCache:
         self.fits: dict[int, tuple[Resources, str, str, Verdict]] = {}
         self.filter_runs = 0  # how often the member-level filters really ran (for tests)
 
-    def _bounded(self, table: _Table) -> _Table:
-        if len(table) >= self.limit:
+    def _bounded(self, table: _Table, limit: int | None = None) -> _Table:
+        if len(table) >= (limit or self.limit):
             table.clear()
         return table
 
@@ -215,13 +218,14 @@ class FeasibilityCache:
             if hit is not None and hit[0] is free and hit[1] == member.id and hit[2] == site.id:
                 return hit[3]
             verdict = insufficient_capacity(spec, member, site, ctx)
-            self._bounded(self.fits)[id(free)] = (free, member.id, site.id, verdict)
+            fits = self._bounded(self.fits, self.capacity_limit)
+            fits[id(free)] = (free, member.id, site.id, verdict)
             return verdict
         key = (member.id, site.id, free, spec.resources)
         failed = self._capacity.get(key)
         if failed is None:
             failed = insufficient_capacity(spec, member, site, ctx)
-            self._bounded(self._capacity)[key] = failed
+            self._bounded(self._capacity, self.capacity_limit)[key] = failed
         return failed
 
 
