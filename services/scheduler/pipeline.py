@@ -51,7 +51,7 @@ from services.scheduler.verdicts import by_member, ruling_failure
 SAMPLE_SIZE = 8
 # Feasible members scored first for a spec with spread or diversity; the whole feasible
 # set only when these cannot place every replica under the rules.
-RULES_SAMPLE_SIZE = 16
+RULES_SAMPLE_SIZE = 8
 
 
 def _domain(spec: WorkloadSpec, member: str, site: Site | None, site_id: str) -> str:
@@ -153,6 +153,9 @@ def _walk(
     verdicts, scores = out.verdicts, out.scores
     scorer = binpack_score if strategy == "binpack" else balance_score
     fits_by_free = cache.fits.get
+    candidates = out.candidates
+    # Without spread or diversity only each member's best site can matter to selection.
+    all_sites = bool(r.spread or r.diversity)
     for pos in positions:
         member = members[keys[pos]]
         if affinity:
@@ -171,16 +174,18 @@ def _walk(
         feasible = False
         stack = _stack(spec, member)
         free_at, member_id = member.free.get, member.id
+        best: tuple[float, str] | None = None  # without rules: the member's best site
         for site, site_verdicts, allowed, schedulable, key in cache.site_checks(
             spec, member, ctx, where
         ):
             verdicts.extend(site_verdicts)
-            free = free_at(site.id)
+            site_id = site.id
+            free = free_at(site_id)
             if free is None:
                 free = schedulable
             hit = fits_by_free(id(free))  # the common case of capacity_verdict, inline
             if (hit is not None and hit[0] is free and hit[1] == member_id
-                    and hit[2] == site.id and request.fits_in(free)):
+                    and hit[2] == site_id and request.fits_in(free)):
                 fits = hit[3]
             else:
                 fits = cache.capacity_verdict(spec, member, site, free, ctx)
@@ -190,23 +195,20 @@ def _walk(
             feasible = True
             score = scorer(request, free, schedulable)
             if scored_any_pref:
-                score = round(score + preference_bonus(prefs, member.id, site.region), 3)
+                score = round(score + preference_bonus(prefs, member_id, site.region), 3)
             scores[key] = score
-            out.candidates.append(Candidate(
-                member.id, site.id, score, _domain(spec, member.id, site, site.id), stack,
+            if not all_sites:
+                # Sites come in id order: a tie keeps the lower id, as selection would.
+                if best is None or score > best[0]:
+                    best = (score, site_id)
+                continue
+            candidates.append(Candidate(
+                member_id, site_id, score, _domain(spec, member_id, site, site_id), stack,
             ))
+        if best is not None:
+            candidates.append(Candidate(member_id, best[1], best[0], "", stack))
         out.scored_members += feasible
     return out
-
-
-def _best_per_member(candidates: list[Candidate]) -> list[Candidate]:
-    """Without rules, only each member's best site can matter (fewer candidates)."""
-    best: dict[str, Candidate] = {}
-    for c in candidates:
-        if c.member not in best or (-c.score, c.site) < (-best[c.member].score,
-                                                         best[c.member].site):
-            best[c.member] = c
-    return list(best.values())
 
 
 def _ruled_out(classes: Sequence[VerdictClass], walk: _Walk, taken: set[str]) -> dict[str, Verdict]:
@@ -275,8 +277,7 @@ def decide(
     limit = (RULES_SAMPLE_SIZE if rules.any else SAMPLE_SIZE) if sample else None
     walk = _walk(spec, snapshot, roster, _positions(spec, roster, level.passing, sample),
                  ctx, cache, limit)
-    candidates = walk.candidates if rules.any else _best_per_member(walk.candidates)
-    new, unsatisfied = select(candidates, kept_candidates, spec.replicas, rules)
+    new, unsatisfied = select(walk.candidates, kept_candidates, spec.replicas, rules)
     if (rules.any and walk.limited and (unsatisfied or len(kept) + len(new) < spec.replicas)
             and not _no_better(spec, rules, len(kept), new, unsatisfied)):
         # The sample could not place every replica under the rules: only the whole
