@@ -5,9 +5,10 @@ Member-level filters read only a few attributes of a member (status, whether it 
 excluded, SOV levels, clearances, certifications, law exposure, staff residency, stack),
 and only a few fields of a spec (its *requirement class*). Members with equal attributes
 form an equivalence class; the filters run once per (member class, requirement class,
-day), and the verdicts are copied to each member of the class once and then reused.
-Site filters are cached the same way: jurisdiction and residency on (site country,
-allowed countries), capacity on (free amount, request).
+day), and `member_level` keeps, per roster, the verdicts per class (recorded as such,
+never copied per member) and the positions of the members that passed. Site filters
+are cached too: jurisdiction and residency per (member profile, allowed countries),
+capacity per free-amount object (passing) or (free amount, request) (failing).
 
 `FeasibilityCache` is a pure, explicit object: a caller may keep one between decisions
 (the scheduler service, the benchmark) or pass none (a fresh one per decision). It is

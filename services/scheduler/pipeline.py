@@ -3,16 +3,24 @@
 Pure and deterministic: the same spec, snapshot and arguments give the same record, so
 any member can recompute a decision from its record and check it (DESIGN §6, §7.1).
 
-Cost (see also `feasibility` and `selection`): member-level filters run once per
-(member class, requirement class) through a `FeasibilityCache`; per decision each
-member costs a cache lookup. Scoring is bounded: for a spec without spread or
-diversity, every feasible member is an equally valid host, so only a deterministic
-sample is scored — a window of the members in id order, rotated by a hash of the
-workload id so that workloads do not all crowd the same members — walked until
-`SAMPLE_SIZE` feasible members are found (Nomad's limit iterator, Kubernetes'
-percentageOfNodesToScore). The sample can only cost optimality, never a hard rule:
-every sampled site passed every filter. Specs with spread or diversity are scored in
-full, because the rules may need any member; `selection` keeps their search small.
+Cost (see also `feasibility`, `selection` and docs/placement.md): member-level filters
+run once per (member class, requirement class) through a `FeasibilityCache`, and their
+outcome is kept per roster (who the members are; `snapshot.Roster`), so a decision
+costs one lookup for the member level whatever the member count, and records those
+verdicts per class (`DecisionRecord.classes`). Only members that passed are walked,
+site by site. Scoring is bounded: only a deterministic sample is scored — the members
+that passed, in id order, from a start chosen by a crc32 of the workload id so that
+workloads do not all crowd the same members — walked until `SAMPLE_SIZE` feasible
+members are found (Nomad's limit iterator, Kubernetes' percentageOfNodesToScore).
+Capacity is checked at every site walked, on the snapshot's free amount.
+
+Why the sample can only cost optimality, never a hard rule: every sampled site passed
+every filter, capacity included, and `select` enforces spread and diversity on any
+candidate set. Without spread or diversity every feasible member is an equally valid
+host. With them, the sample (`RULES_SAMPLE_SIZE`) is tried first and kept only when it
+places every replica under the rules; otherwise the whole feasible set is walked, so a
+decision says "no full placement" or "degraded" only of the whole set (one shortcut,
+`_no_better`, where the whole set provably cannot answer otherwise).
 """
 
 from __future__ import annotations
