@@ -10,6 +10,15 @@ import msgspec
 from contracts.base import CountryCode, Event, MemberId, SealLevel
 from contracts.resources import Resources
 
+# Overcommit ratio per resource class (vcpu, memory_gib, storage_gib, gpu): at least 1.0.
+ResourceName = Literal["vcpu", "memory_gib", "storage_gib", "gpu"]
+Ratio = Annotated[float, msgspec.Meta(ge=1.0)]
+# Stack components a workload may ask to differ between its replicas (`diversity`).
+StackComponent = Literal[
+    "hypervisor", "container_platform", "storage", "network", "operating_system",
+    "hardware_origin",
+]
+
 # Dutch government data classifications, lowest first (BIO: basisbeveiligingsniveaus).
 Classification = Literal["openbaar", "bbn1", "bbn2", "bbn3", "dep-vertrouwelijk", "stg-geheim"]
 CLASSIFICATION_ORDER: tuple[str, ...] = (
@@ -58,7 +67,17 @@ class Site(msgspec.Struct, kw_only=True, frozen=True):
     city: str = ""
     region: str = ""
     grid_region: str = ""
+    # Physical capacity per resource class (gpu included; absent = none).
     capacity: Resources
+    # The member's declared overcommit per resource class, e.g. {"vcpu": 4.0}; a class
+    # not named is not overcommitted. Placement books against capacity x ratio.
+    overcommit: dict[ResourceName, Ratio] = {}
+
+    def schedulable(self) -> Resources:
+        """What placement may book at this site: capacity times declared overcommit."""
+        if not self.overcommit:
+            return self.capacity
+        return self.capacity.scaled({str(k): v for k, v in self.overcommit.items()})
 
 
 class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
@@ -68,7 +87,10 @@ class MemberProfile(msgspec.Struct, kw_only=True, frozen=True):
     parent_seat: CountryCode | None = None
     # SEAL level per sovereignty objective, SOV-1..SOV-8; the overall level is derived.
     sov: dict[str, SealLevel]
+    # Non-EU laws the member (or its parent) is subject to, e.g. ["US CLOUD Act"].
     non_eu_law_exposure: list[str] = []
+    # Privileged staff (operators with access to tenant data) are EU/EEA residents
+    # working from the EU/EEA.
     eu_resident_staff: bool = True
     certifications: list[Certification] = []
     cleared_classifications: list[Classification] = msgspec.field(

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 from contracts.base import Event, MemberId, SealLevel, WorkloadId
-from contracts.registry import Classification
+from contracts.registry import Classification, StackComponent
 from contracts.resources import Resources
 
 Criticality = Literal["critical", "high", "normal", "low"]
@@ -21,11 +21,54 @@ Jurisdiction = Annotated[str, msgspec.Meta(pattern=r"^([A-Z]{2}|EU|EEA)$")]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
+SpreadDomain = Literal["members", "sites", "regions", "grid_regions"]
+Strategy = Literal["balance", "binpack"]
+
+
+class Spread(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Replicas spread over failure domains. A hard rule: the scheduler never places
+    replicas that break it. `min_domains`: distinct domains the replicas must cover;
+    `max_skew`: most minus fewest replicas over the domains used."""
+
+    across: SpreadDomain = "members"
+    min_domains: Positive = 1
+    max_skew: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+
+class Preferences(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Soft wishes: they add to a candidate's score, never override a hard rule."""
+
+    members: list[MemberId] = []
+    regions: list[str] = []
+
+
 class Requirements(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # Every field has a default, so files and messages written before a field existed
+    # still load (DESIGN §4).
     min_seal: SealLevel = 0
+    # Minimum SEAL per objective, e.g. {"SOV-2": 4}; on top of `min_seal`.
+    min_sov: dict[str, SealLevel] = {}
+    # Where replicas may RUN: the site's country (ISO codes, EU, EEA).
     jurisdictions: list[Jurisdiction] = msgspec.field(default_factory=lambda: ["EU"])
+    # Where the workload's DATA may REST; empty = wherever it may run. A replica keeps its
+    # data at its site, so in placement both narrow the site's country; residency is kept
+    # apart because it also binds data moved in a takeover, and reads as its own reason.
+    residency: list[Jurisdiction] = []
     classification: Classification = "openbaar"
     certifications: list[str] = []
+    # Only members (and parents) subject to no non-EU law.
+    no_non_eu_law: bool = False
+    # Only members whose privileged staff are EU/EEA residents working from Europe.
+    eu_resident_staff: bool = False
+    spread: Spread | None = None
+    # Stack components whose values must differ between every two replicas.
+    diversity: list[StackComponent] = []
+    # Workload ids of the same tenant: share a member with each / never share a member.
+    affinity: list[WorkloadId] = []
+    anti_affinity: list[WorkloadId] = []
+    preferences: Preferences = Preferences()
+    # balance: keep headroom everywhere (default); binpack: fill the fullest site first.
+    strategy: Strategy = "balance"
 
 
 class RunSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -64,10 +107,18 @@ class Verdict(msgspec.Struct, kw_only=True, frozen=True):
     member: str
     passed: bool
     site: str | None = None
-    # Named reasons: seal_too_low, jurisdiction_not_allowed, classification_not_cleared,
-    # certification_missing, insufficient_capacity, member_excluded, member_not_active.
+    # Named reasons: see services.scheduler.filters.REASONS (seal_too_low,
+    # jurisdiction_not_allowed, insufficient_capacity, non_eu_law_exposure, ...).
     reason: str | None = None
     detail: str = ""
+
+
+class VerdictClass(msgspec.Struct, kw_only=True, frozen=True):
+    """Member-level verdicts shared by every member of an equivalence class: members
+    whose filtered attributes are equal get the same verdicts (`member` left empty)."""
+
+    members: list[str] = []
+    verdicts: list[Verdict] = []
 
 
 class DecisionRecord(msgspec.Struct, kw_only=True, frozen=True):
@@ -87,6 +138,15 @@ class DecisionRecord(msgspec.Struct, kw_only=True, frozen=True):
     # Fewer replicas than asked could be placed (the rest had no feasible member).
     degraded: bool = False
     summary: str = ""
+    # Hard placement rules that kept the decision from placing every replica:
+    # spread_unsatisfiable, diversity_unsatisfiable, search_budget_exhausted.
+    unsatisfied: list[str] = []
+    # How many feasible members were scored when only a sample was (0: all of them).
+    sampled: int = 0
+    # Member-level verdicts per equivalence class, one entry per class, covering every
+    # member; `verdicts` then holds only the per-member rest (affinity, sites, capacity).
+    # Records written before this field carry every verdict in `verdicts`.
+    classes: list[VerdictClass] = []
 
 
 class WorkloadSubmitted(Event, kw_only=True):

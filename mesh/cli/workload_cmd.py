@@ -92,7 +92,7 @@ def site_verdicts(decision: DecisionRecord, member: str) -> list[dict[str, Any]]
     """The per-site verdicts of one member (capacity, jurisdiction), where they matter."""
     return [
         {"site": v.site, "passed": v.passed, "reason": v.reason, "detail": v.detail}
-        for v in decision.verdicts
+        for v in decision.verdicts  # site verdicts are never shared by a class
         if v.member == member and v.site is not None
     ]
 

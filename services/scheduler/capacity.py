@@ -1,4 +1,5 @@
-"""Free capacity per site: what each site has, minus what placements reserve there."""
+"""Free capacity per site: what each site may book (capacity x declared overcommit),
+minus what placements reserve there."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def free_capacity(
     not negative. Assignments to members or sites that are unknown are ignored (the
     member may have left; its reservations no longer bind anyone)."""
     free = {
-        member_id: {site.id: site.capacity for site in profile.sites}
+        member_id: {site.id: site.schedulable() for site in profile.sites}
         for member_id, profile in profiles.items()
     }
     for spec, assignments in placements:

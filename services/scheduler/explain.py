@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.workload import DecisionRecord, Verdict
-from services.scheduler.verdicts import by_member, ruling_failure
+from services.scheduler.verdicts import by_member, record_verdicts, ruling_failure
 
 
 def _best_site(record: DecisionRecord, member: str) -> str | None:
@@ -30,6 +30,13 @@ CHECK_NAMES: dict[str, str] = {
     "certification_missing": "certifications",
     "jurisdiction_not_allowed": "jurisdiction",
     "insufficient_capacity": "capacity",
+    "sov_objective_too_low": "sov-objectives",
+    "non_eu_law_exposure": "non-eu-law",
+    "staff_not_eu_resident": "eu-staff",
+    "stack_undeclared": "stack",
+    "affinity_not_met": "affinity",
+    "anti_affinity": "anti-affinity",
+    "residency_not_allowed": "residency",
 }
 
 
@@ -51,7 +58,7 @@ def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
     """Rows in member id order: member, site, passed, reason, detail, score, chosen, and
     `checks`: every constraint the member (and that site) passed or failed."""
     chosen = {a.member: a.site for a in record.chosen}
-    grouped = by_member(record.verdicts)
+    grouped = by_member(record_verdicts(record))
     rows = []
     for member in sorted(set(grouped) | set(chosen)):
         failure = ruling_failure(grouped.get(member, []))
@@ -61,7 +68,12 @@ def explain_rows(record: DecisionRecord) -> list[dict[str, Any]]:
         else:
             site = chosen.get(member) or _best_site(record, member)
             reason, passed = None, True
-            detail = "chosen" if member in chosen else "feasible; replicas went to higher scores"
+            if member in chosen:
+                detail = "chosen"
+            elif record.sampled and not any(v.site for v in grouped.get(member, [])):
+                detail = "passed every member check; its sites were outside the scored sample"
+            else:
+                detail = "feasible; replicas went to higher scores"
         rows.append(
             {
                 "member": member,

@@ -29,7 +29,16 @@ class MemberView:
         return self.profile.id
 
     def free_at(self, site: Site) -> Resources:
-        return self.free.get(site.id, site.capacity)
+        free = self.free.get(site.id)
+        return free if free is not None else site.schedulable()
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a placed workload runs, for affinity and anti-affinity of its tenant."""
+
+    tenant: str
+    members: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,61 @@ class Snapshot:
     # KV revisions the decision read, copied into DecisionRecord.inputs so the exact
     # snapshot can be found again when the decision is re-checked.
     revisions: Mapping[str, int] = field(default_factory=dict)
+    # Workload id → where it is placed (affinity rules read it).
+    placed: Mapping[str, Placed] = field(default_factory=dict)
+
+
+class Roster:
+    """Who the members are, in id order, with their profiles and statuses: what
+    member-level filters read. Free capacity is not part of it, so snapshots that
+    differ only in capacity (one booking to the next) share one roster, and feasibility
+    caches keyed on it stay valid. Compared by identity."""
+
+    __slots__ = ("__weakref__", "ids", "keys", "profiles", "statuses")
+
+    def __init__(self, members: Mapping[str, MemberView]) -> None:
+        ordered = sorted(members.items(), key=lambda kv: kv[1].id)
+        self.ids: list[str] = [view.id for _, view in ordered]  # member ids, in order
+        self.keys: list[str] = [key for key, _ in ordered]  # their keys in `members`
+        self.profiles: list[MemberProfile] = [view.profile for _, view in ordered]
+        self.statuses: list[str] = [view.status for _, view in ordered]
+
+
+def roster_of(snapshot: Snapshot) -> Roster:
+    """The snapshot's roster, built once per snapshot (O(members)) and then remembered;
+    `booked` passes it on to the snapshot it derives."""
+    roster = snapshot.__dict__.get("_roster")
+    if roster is None:
+        roster = Roster(snapshot.members)
+        object.__setattr__(snapshot, "_roster", roster)
+    return roster
+
+
+def booked(snapshot: Snapshot, request: Resources, assignments: Sequence[Assignment]) -> Snapshot:
+    """The snapshot after reserving `request` at each assignment's site: free capacity
+    changes, profiles and statuses do not, so the roster (and every cache keyed on it)
+    carries over. What the shell's commit does to its next snapshot."""
+    members = dict(snapshot.members)
+    for a in assignments:
+        view = members[a.member]
+        site = next(s for s in view.profile.sites if s.id == a.site)
+        free = dict(view.free)
+        free[a.site] = view.free_at(site).minus(request)
+        members[a.member] = MemberView(view.profile, view.status, view.revision, free)
+    derived = Snapshot(members=members, today=snapshot.today, revisions=snapshot.revisions,
+                       placed=snapshot.placed)
+    if "_roster" in snapshot.__dict__:
+        object.__setattr__(derived, "_roster", snapshot.__dict__["_roster"])
+    return derived
+
+
+def placed_of(
+    placements: Iterable[tuple[WorkloadSpec, Sequence[Assignment]]],
+) -> dict[str, Placed]:
+    return {
+        spec.id: Placed(tenant=spec.tenant, members=frozenset(a.member for a in assignments))
+        for spec, assignments in placements
+    }
 
 
 def snapshot_of(
@@ -51,6 +115,7 @@ def snapshot_of(
     member_revisions: Mapping[str, int] | None = None,
 ) -> Snapshot:
     """Assemble a snapshot from registry state. Members without a status are "active"."""
+    placements = list(placements)
     free = free_capacity(profiles, placements)
     statuses = statuses or {}
     member_revisions = member_revisions or {}
@@ -63,4 +128,7 @@ def snapshot_of(
         )
         for member_id, profile in profiles.items()
     }
-    return Snapshot(members=members, today=today, revisions=dict(revisions or {}))
+    return Snapshot(
+        members=members, today=today, revisions=dict(revisions or {}),
+        placed=placed_of(placements),
+    )

@@ -8,8 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from contracts.workload import Verdict
+import msgspec
+
+from contracts.workload import DecisionRecord, Verdict, VerdictClass
 from services.scheduler.filters import REASONS
+
+
+def expand(classes: Iterable[VerdictClass], verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """Class verdicts copied to each member of their class (first, as the filters ran),
+    then the per-member verdicts."""
+    expanded = [
+        msgspec.structs.replace(v, member=member)
+        for cls in classes
+        for member in cls.members
+        for v in cls.verdicts
+    ]
+    expanded.extend(verdicts)
+    return expanded
+
+
+def record_verdicts(record: DecisionRecord) -> list[Verdict]:
+    """Every verdict of a record, one list (see `expand`). A record written before
+    classes existed holds them all in `verdicts` already, and reads back unchanged."""
+    return expand(record.classes, record.verdicts)
 
 
 def by_member(verdicts: Iterable[Verdict]) -> dict[str, list[Verdict]]:

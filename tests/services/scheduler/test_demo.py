@@ -12,6 +12,7 @@ from mesh.specfile import load_member_profile, load_workload
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
 from services.scheduler.sovereignty import overall_seal
+from services.scheduler.verdicts import record_verdicts
 
 DEMO = Path(__file__).resolve().parents[3] / "deploy" / "demo"
 # A fixed day, so the test does not start failing when the demo's certificates age.
@@ -52,7 +53,8 @@ def place(spec, profiles, placements=()) -> DecisionRecord:
 
 def failed(record: DecisionRecord, member: str) -> dict[str, str]:
     return {
-        v.reason or "": v.detail for v in record.verdicts if v.member == member and not v.passed
+        v.reason or "": v.detail
+        for v in record_verdicts(record) if v.member == member and not v.passed
     }
 
 
@@ -124,7 +126,7 @@ def test_nobody_may_host_stg_geheim(workloads, profiles):
 def test_dutch_jurisdiction_keeps_dommel_out_of_aachen(workloads, profiles):
     record = place(workloads["belastingdienst-toeslagen-api"], profiles)
     assert [a.site for a in record.chosen if a.member == "dommel"] != ["aac1"]
-    aachen = [v for v in record.verdicts if v.site == "aac1" and not v.passed]
+    aachen = [v for v in record_verdicts(record) if v.site == "aac1" and not v.passed]
     assert [v.reason for v in aachen] == ["jurisdiction_not_allowed"]
     assert "bbn2" in failed(record, "zuidas")["classification_not_cleared"]
 

@@ -12,6 +12,7 @@ from contracts.workload import Assignment, Requirements, WorkloadSpec
 from services.scheduler.explain import explain_rows
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import MemberView, Snapshot
+from services.scheduler.verdicts import record_verdicts
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -111,18 +112,22 @@ def test_records_all_verdicts_and_skips_sites_of_members_ruled_out():
         member("dommel", seal=2),
     )
     record = run(workload(min_seal=3, jurisdictions=["NL"]), snap)
-    amstel = [v for v in record.verdicts if v.member == "amstel"]
+    amstel = [v for v in record_verdicts(record) if v.member == "amstel"]
     assert all(v.reason for v in amstel)
     assert {(v.site, v.reason, v.passed) for v in amstel if v.site} == {
         ("a1", "jurisdiction_not_allowed", True),
+        ("a1", "residency_not_allowed", True),
         ("a1", "insufficient_capacity", True),
         ("a2", "jurisdiction_not_allowed", False),
+        ("a2", "residency_not_allowed", True),
         ("a2", "insufficient_capacity", True),
     }
-    dommel = [v for v in record.verdicts if v.member == "dommel"]
+    dommel = [v for v in record_verdicts(record) if v.member == "dommel"]
     assert all(v.site is None for v in dommel)
     assert [v.reason for v in dommel if not v.passed] == ["seal_too_low"]
-    assert len(dommel) == 5  # every member-level filter ran, passed ones recorded too
+    # Every member-level filter ran, passed ones recorded too (9 since issue 3 added
+    # per-objective SEAL, non-EU law, EU staff and stack checks).
+    assert len(dommel) == 9
     assert "amstel/a2" not in record.scores
 
 
@@ -171,7 +176,7 @@ def test_exclude_keeps_a_member_out_and_is_recorded_sorted():
     record = run(workload(replicas=2), snap, exclude=frozenset({"zuidas", "amstel"}))
     assert members_of(record) == ["dommel"]
     assert record.excluded == ["amstel", "zuidas"]
-    failed = {v.member: v.reason for v in record.verdicts if not v.passed}
+    failed = {v.member: v.reason for v in record_verdicts(record) if not v.passed}
     assert failed == {"amstel": "member_excluded", "zuidas": "member_excluded"}
 
 
@@ -242,7 +247,8 @@ def test_explain_rows_one_per_member():
     checks = {c["check"]: c["passed"] for c in rows["amstel"].pop("checks")}
     assert checks == dict.fromkeys(
         ["not-excluded", "active", "seal", "classification", "certifications",
-         "jurisdiction", "capacity"], True)
+         "sov-objectives", "non-eu-law", "eu-staff", "stack",  # issue 3's checks
+         "jurisdiction", "residency", "capacity"], True)
     dommel_checks = {c["check"]: c["passed"] for c in rows["dommel"]["checks"]}
     assert dommel_checks["seal"] is False and dommel_checks["classification"] is True
     xanten_checks = {c["check"]: c["passed"] for c in rows["xanten"]["checks"]}

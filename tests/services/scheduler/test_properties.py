@@ -14,6 +14,7 @@ from contracts.resources import Resources
 from contracts.workload import Assignment, Requirements, WorkloadSpec
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import STATUSES, MemberView, Snapshot
+from services.scheduler.verdicts import record_verdicts
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -213,4 +214,4 @@ def test_a_member_left_out_was_infeasible_or_replicas_were_full(snap, spec):
     if len(chosen) < spec.replicas:
         for member_id in set(snap.members) - chosen:
             assert not any(key.startswith(f"{member_id}/") for key in record.scores)
-            assert any(v.member == member_id and not v.passed for v in record.verdicts)
+            assert any(v.member == member_id and not v.passed for v in record_verdicts(record))
