@@ -189,6 +189,19 @@ async def _check(spec: WorkloadSpec) -> DecisionRecord:
     decided_by = common.settings().acting_as or "check"
     return decide(spec, snapshot, decided_by=decided_by, now=now)
 
+async def _rebalance(member: str | None, max_moves: int, dry_run: bool,
+                     rate: float) -> list[dict[str, Any]]:
+    from services.scheduler.rebalancer import rebalance
+
+    # Signed even in a dry run: the plan's decisions name the member that made them.
+    bus = await common.open_bus(sign=True)
+    try:
+        outcomes = await rebalance(bus, member=member, max_moves=max_moves, dry_run=dry_run,
+                                   rate_per_s=rate)
+    finally:
+        await bus.close()
+    return [o.to_dict() for o in outcomes]
+
 
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(help="Submit workloads, list their placements, explain decisions.",
@@ -244,6 +257,34 @@ def register(app: typer.Typer) -> None:
                       extra={"workload": spec.id, "submitted": False})
         if not decision.feasible:
             raise typer.Exit(EXIT_UNPLACEABLE)
+
+    @sub.command("rebalance")
+    def rebalance(
+        member: str | None = typer.Option(
+            None, "--member", help="Move replicas back to this member (e.g. one that "
+            "recovered) where it is feasible and wanted."),
+        max_moves: int = typer.Option(10, "--max", min=0, help="Move at most this many."),
+        rate: float = typer.Option(2.0, "--rate", min=0.01,
+                                   help="Moves per second at most."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan only."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+    ) -> None:
+        """Move replicas to where they now belong: an explicit, rate-limited move back
+        after a member recovers (never automatic). Each move is one new generation that
+        drops the leaving member and adds the new one, so no workload ever runs on more
+        members than it asked for."""
+        moves = common.run(lambda: _rebalance(member, max_moves, dry_run, rate))
+        if as_json:
+            common.print_json(moves)
+            return
+        if not moves:
+            typer.echo("nothing to move" + (f" to {member}" if member else ""))
+            return
+        common.print_table(
+            "Rebalance plan (dry run)" if dry_run else "Rebalanced",
+            ["WORKLOAD", "FROM", "TO", "GEN", "WHY"],
+            [[m["workload"], m["from"], m["to"], m["generation"], m["why"]] for m in moves],
+        )
 
     @sub.command("list")
     def list_(
