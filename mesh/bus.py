@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -106,6 +106,18 @@ async def retry_passing(
         with attempt:
             return await op()
     raise AssertionError("unreachable")  # pragma: no cover - it returns or raises
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as the stream holds it, unverified: for readers that verify it
+    themselves against another trust than the roster in force (`stekker audit verify`)."""
+
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    stored: dt.datetime
 
 
 def consumer_health(consumer: Consumer | None) -> dict[str, Any]:
@@ -461,6 +473,48 @@ class Bus:
                                received, raw.seq, window_s=0)
         except Rejected:
             return None
+
+    async def read_stream(
+        self, stream: str = layout.FED, *, start_seq: int = 1, batch: int = 256
+    ) -> AsyncIterator[StoredMessage]:
+        """Every message of `stream` from `start_seq` up to the last one stored when the
+        read began, in order, unverified. An ephemeral consumer without acks: reading
+        changes nothing in the stream and leaves no consumer behind."""
+        info = await self._retry_js(lambda: self.js.stream_info(stream))
+        last = int(info.state.last_seq or 0)
+        if last < max(1, start_seq):
+            return
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        created = await self._retry_js(lambda: self.js.add_consumer(stream, config))
+        psub = await self.js.pull_subscribe_bind(durable=created.name, stream=stream,
+                                                 pending_msgs_limit=batch * 4)
+        try:
+            seq = 0
+            while seq < last:
+                try:
+                    msgs = await psub.fetch(batch=batch, timeout=2.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    # Nothing more came: the rest were deleted by retention (not in FED).
+                    break
+                for msg in msgs:
+                    meta = msg.metadata
+                    seq = meta.sequence.stream
+                    if seq > last:
+                        break
+                    yield StoredMessage(seq=seq, subject=msg.subject,
+                                        headers=dict(msg.headers or {}), data=msg.data,
+                                        stored=meta.timestamp or dt.datetime.now(dt.UTC))
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(stream, created.name)
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         """A core (non-durable) subscription: every process sees every message live.

@@ -81,6 +81,9 @@ deploy_cmd.register(app)
 from mesh.cli import token_cmd  # noqa: E402
 
 token_cmd.register(app)
+from mesh.cli import audit_cmd  # noqa: E402
+
+audit_cmd.register(app)
 # -- end of commands --
 
 

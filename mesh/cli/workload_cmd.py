@@ -1,8 +1,9 @@
-"""`stekker workload`: submit a workload, list placements, explain a decision."""
+"""`stekker workload`: submit, check or rebalance workloads, list placements, explain."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,80 @@ def _checks_cell(checks: list[dict[str, Any]]) -> str:
     return " ".join(f"{'✓' if c['passed'] else '✗'} {c['check']}" for c in checks)
 
 
-def register(app: typer.Typer) -> None:
+def decision_document(decision: DecisionRecord) -> dict[str, Any]:
+    """A decision as `explain --json` and `check --json` print it (rows per member)."""
     from services.scheduler.explain import explain_rows
 
+    rows = [{**row, "sites": site_verdicts(decision, row["member"])}
+            for row in explain_rows(decision)]
+    return {
+        "summary": decision.summary,
+        "feasible": decision.feasible,
+        "cause": decision.cause,
+        "decided_by": decision.decided_by,
+        "chosen": [{"member": a.member, "site": a.site, "replica": a.replica}
+                   for a in decision.chosen],
+        "rows": rows,
+    }
+
+
+def show_decision(
+    decision: DecisionRecord, *, as_json: bool, title: str, extra: dict[str, Any]
+) -> None:
+    """Print why each member was chosen or not: one JSON document, or a table followed by
+    the sites ruled out. Shared by `explain` (a recorded decision) and `check` (a fresh
+    one), so both read the same."""
+    document = {**extra, **decision_document(decision)}
+    if as_json:
+        common.print_json(document)
+        return
+    rows = document["rows"]
+    common.print_table(
+        f"{title}: {decision.summary}",
+        ["MEMBER", "SITE", "PASSED", "REASON", "DETAIL", "CHECKS", "SCORE", "CHOSEN"],
+        [
+            [r["member"], r["site"] or "-", "yes" if r["passed"] else "no",
+             r["reason"] or "-", r["detail"], _checks_cell(r["checks"]),
+             "-" if r["score"] is None else f"{r['score']:.3f}",
+             "yes" if r["chosen"] else ""]
+            for r in rows
+        ],
+    )
+    for row in rows:
+        for site, verdict in _site_failures(row["sites"]).items():
+            typer.echo(f"  {row['member']}/{site} ruled out: {verdict['reason']} "
+                       f"({verdict['detail']})")
+
+
+async def _check(spec: WorkloadSpec) -> DecisionRecord:
+    """Decide `spec` on the federation's current snapshot, without submitting it."""
+    from services.scheduler.pipeline import decide
+    from services.scheduler.reader import load_snapshot
+
+    bus = await common.open_bus(sign=False)
+    try:
+        now = dt.datetime.now(dt.UTC)
+        snapshot, _ = await load_snapshot(bus, today=now.date())
+    finally:
+        await bus.close()
+    decided_by = common.settings().acting_as or "check"
+    return decide(spec, snapshot, decided_by=decided_by, now=now)
+
+async def _rebalance(member: str | None, max_moves: int, dry_run: bool,
+                     rate: float) -> list[dict[str, Any]]:
+    from services.scheduler.rebalancer import rebalance
+
+    # Signed even in a dry run: the plan's decisions name the member that made them.
+    bus = await common.open_bus(sign=True)
+    try:
+        outcomes = await rebalance(bus, member=member, max_moves=max_moves, dry_run=dry_run,
+                                   rate_per_s=rate)
+    finally:
+        await bus.close()
+    return [o.to_dict() for o in outcomes]
+
+
+def register(app: typer.Typer) -> None:
     sub = typer.Typer(help="Submit workloads, list their placements, explain decisions.",
                       no_args_is_help=True)
     app.add_typer(sub, name="workload")
@@ -170,6 +242,50 @@ def register(app: typer.Typer) -> None:
         if item["state"] == "unplaceable":
             raise typer.Exit(EXIT_UNPLACEABLE)
 
+    @sub.command("check")
+    def check(
+        file: Path = typer.Argument(..., help="Workload spec (YAML or TOML)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ) -> None:
+        """Where the workload would go now, and why, without submitting it.
+
+        Exit codes: 0 feasible, 2 no member may host it, 1 error.
+        """
+        spec = _load(file)
+        decision = common.run(lambda: _check(spec))
+        show_decision(decision, as_json=as_json, title=f"{spec.id} (check, not submitted)",
+                      extra={"workload": spec.id, "submitted": False})
+        if not decision.feasible:
+            raise typer.Exit(EXIT_UNPLACEABLE)
+
+    @sub.command("rebalance")
+    def rebalance(
+        member: str | None = typer.Option(
+            None, "--member", help="Move replicas back to this member (e.g. one that "
+            "recovered) where it is feasible and wanted."),
+        max_moves: int = typer.Option(10, "--max", min=0, help="Move at most this many."),
+        rate: float = typer.Option(2.0, "--rate", min=0.01,
+                                   help="Moves per second at most."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan only."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
+    ) -> None:
+        """Move replicas to where they now belong: an explicit, rate-limited move back
+        after a member recovers (never automatic). Each move is one new generation that
+        drops the leaving member and adds the new one, so no workload ever runs on more
+        members than it asked for."""
+        moves = common.run(lambda: _rebalance(member, max_moves, dry_run, rate))
+        if as_json:
+            common.print_json(moves)
+            return
+        if not moves:
+            typer.echo("nothing to move" + (f" to {member}" if member else ""))
+            return
+        common.print_table(
+            "Rebalance plan (dry run)" if dry_run else "Rebalanced",
+            ["WORKLOAD", "FROM", "TO", "GEN", "WHY"],
+            [[m["workload"], m["from"], m["to"], m["generation"], m["why"]] for m in moves],
+        )
+
     @sub.command("list")
     def list_(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
@@ -201,31 +317,5 @@ def register(app: typer.Typer) -> None:
         decision = record.decision
         if decision is None:
             common.fail(f"workload {workload!r} has no recorded decision yet")
-        rows = [{**row, "sites": site_verdicts(decision, row["member"])}
-                for row in explain_rows(decision)]
-        if as_json:
-            common.print_json({
-                "workload": workload,
-                "summary": decision.summary,
-                "feasible": decision.feasible,
-                "generation": record.generation,
-                "cause": decision.cause,
-                "decided_by": decision.decided_by,
-                "rows": rows,
-            })
-            return
-        common.print_table(
-            f"{workload}: {decision.summary}",
-            ["MEMBER", "SITE", "PASSED", "REASON", "DETAIL", "CHECKS", "SCORE", "CHOSEN"],
-            [
-                [r["member"], r["site"] or "-", "yes" if r["passed"] else "no",
-                 r["reason"] or "-", r["detail"], _checks_cell(r["checks"]),
-                 "-" if r["score"] is None else f"{r['score']:.3f}",
-                 "yes" if r["chosen"] else ""]
-                for r in rows
-            ],
-        )
-        for row in rows:
-            for site, verdict in _site_failures(row["sites"]).items():
-                typer.echo(f"  {row['member']}/{site} ruled out: {verdict['reason']} "
-                           f"({verdict['detail']})")
+        show_decision(decision, as_json=as_json, title=workload, extra={
+            "workload": workload, "generation": record.generation})

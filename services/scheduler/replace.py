@@ -112,6 +112,16 @@ def replaced_record(
     return _next_record(record, decision, now=now, line=line)
 
 
+def moved_record(
+    record: PlacementRecord, decision: DecisionRecord, *, leave: str, arrive: str,
+    why: str, now: dt.datetime,
+) -> PlacementRecord:
+    """The record after an asked-for rebalance: one replica moved from `leave` to
+    `arrive` in one new generation (`stekker workload rebalance`)."""
+    line = f"gen {record.generation + 1}: rebalance {leave} → {arrive} ({why})"
+    return _next_record(record, decision, now=now, line=line)
+
+
 # Placements short of replicas: a member that comes back may take the missing ones.
 SHORT_STATES: frozenset[str] = frozenset({"degraded", "unplaceable"})
 

@@ -105,6 +105,40 @@ def _first_record(
     )
 
 
+async def announce(
+    bus: Any, placements: Bucket[PlacementRecord], key: str, record: PlacementRecord
+) -> None:
+    """Publish the event of `record`'s generation, then note that it is published.
+
+    Shared by every writer of `fed_placements` (the scheduler, `workload rebalance`), so
+    each commit is announced the same way: after the CAS, with a deterministic msg id.
+    """
+    generation = record.generation
+    if record.state == "unplaceable" or not record.assignments:
+        summary = record.decision.summary if record.decision else "no member may host it"
+        await bus.publish(
+            WorkloadFailed(workload=key, reason=summary, decision=record.decision),
+            msg_id=failed_msg_id(key, generation),
+        )
+    else:
+        assert record.decision is not None
+        await bus.publish(
+            WorkloadPlaced(spec=record.spec, assignments=list(record.assignments),
+                           generation=generation, decision=record.decision),
+            msg_id=placed_msg_id(key, generation),
+        )
+
+    def mark(current: PlacementRecord | None) -> PlacementRecord | None:
+        if current is None or current.generation != generation:
+            return None  # gone, or a newer generation publishes for itself
+        if current.published_generation >= generation:
+            return None
+        current.published_generation = generation
+        return current
+
+    await placements.modify(key, mark)
+
+
 class SchedulerService:
     name = "scheduler"
 
@@ -220,32 +254,7 @@ class SchedulerService:
         await self._announce(spec.id, record)
 
     async def _announce(self, key: str, record: PlacementRecord) -> None:
-        """Publish the event of `record`'s generation, then note that it is published."""
-        generation = record.generation
-        bus = self.ctx.bus
-        if record.state == "unplaceable" or not record.assignments:
-            summary = record.decision.summary if record.decision else "no member may host it"
-            await bus.publish(
-                WorkloadFailed(workload=key, reason=summary, decision=record.decision),
-                msg_id=failed_msg_id(key, generation),
-            )
-        else:
-            assert record.decision is not None
-            await bus.publish(
-                WorkloadPlaced(spec=record.spec, assignments=list(record.assignments),
-                               generation=generation, decision=record.decision),
-                msg_id=placed_msg_id(key, generation),
-            )
-
-        def mark(current: PlacementRecord | None) -> PlacementRecord | None:
-            if current is None or current.generation != generation:
-                return None  # gone, or a newer generation publishes for itself
-            if current.published_generation >= generation:
-                return None
-            current.published_generation = generation
-            return current
-
-        await self.placements.modify(key, mark)
+        await announce(self.ctx.bus, self.placements, key, record)
 
     # -- failover -------------------------------------------------------------------------
 

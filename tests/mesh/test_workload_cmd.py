@@ -99,3 +99,33 @@ def test_submit_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
     line = result.stderr.strip()
     assert "\n" not in line
     assert f"{bad}:6" in line and "requirements.min_seal" in line
+
+
+def test_check_says_where_without_submitting(nats_server: NatsCluster, tmp_path: Path) -> None:
+    fed_dir, url = tmp_path / "fed", nats_server.urls[0]
+    with threaded_federation(nats_server.urls, fed_dir):
+        fits = cli(fed_dir, url, "check", str(DEMO_WORKLOADS / "rvig-brp-kern.yaml"), "--json")
+        assert fits.exit_code == 0, fits.output
+        doc = json.loads(fits.stdout)
+        assert doc["feasible"] is True and doc["submitted"] is False
+        assert [c["member"] for c in doc["chosen"]] == ["amstel"]
+        rows = {r["member"]: r for r in doc["rows"]}
+        assert rows["dommel"]["reason"] == "seal_too_low"
+
+        refused = cli(fed_dir, url, "check", str(DEMO_WORKLOADS / "nctv-dreigingsbeeld.yaml"))
+        assert refused.exit_code == 2, refused.output
+        assert "classification_not_cleared" in refused.stdout
+
+        # Nothing was submitted: no placement exists.
+        listed = cli(fed_dir, url, "list", "--json")
+        assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+
+def test_check_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: kapot\ntenant: t\nresources:\n  vcpu: 2\nreplicas: 0\n")
+    result = runner.invoke(app, ["--nats", "nats://127.0.0.1:1", "--data-dir",
+                                 str(tmp_path), "workload", "check", str(bad)])
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and f"{bad}:5" in line and "replicas" in line

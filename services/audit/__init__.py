@@ -1,0 +1,1 @@
+"""audit: replay the FED stream and re-check it (`stekker audit verify`), pure logic."""

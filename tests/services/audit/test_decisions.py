@@ -1,0 +1,39 @@
+"""Decision records recomputed: the honest pipeline's record holds; a doubled member, too
+many assignments, or a chosen member that failed a verdict do not."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from contracts.workload import Assignment
+from services.audit.decisions import check_decision
+from services.scheduler.pipeline import decide
+from services.scheduler.snapshot import snapshot_of
+from support import demo_profiles
+from support_workloads import demo_spec
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def test_honest_records_hold_and_broken_ones_do_not() -> None:
+    profiles = {p.id: p for p in demo_profiles()}
+    spec = demo_spec("kadaster-kaartviewer")
+    honest = decide(spec, snapshot_of(profiles, today=NOW.date()), decided_by="amstel", now=NOW)
+    assert check_decision(honest, spec=spec, assignments=honest.chosen, profiles=profiles) == []
+
+    first = honest.chosen[0]
+    doubled = msgspec.structs.replace(honest, chosen=[first, first, first])
+    problems = check_decision(doubled, spec=spec, assignments=None, profiles=profiles)
+    assert any("chosen twice" in p for p in problems)
+    assert any(f"3 assignments for {spec.replicas}" in p for p in problems)
+
+    ruled_out = next(v for v in honest.verdicts if not v.passed and v.site is None)
+    wrong = msgspec.structs.replace(
+        honest, chosen=[Assignment(member=ruled_out.member, site="x")])
+    problems = check_decision(wrong, spec=spec, assignments=None, profiles=profiles)
+    assert any(f"chosen {ruled_out.member} failed {ruled_out.reason}" in p for p in problems)
+
+    unknown = check_decision(honest, spec=spec, assignments=None, profiles={})
+    assert any("announced no profile" in p for p in unknown)
