@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 EVENTS_SHOWN = 10
 READ_TIMEOUT_S = 2.0  # one read of the view; a slow server must not freeze the screen
+LOCAL_WAIT_S = 0.5  # how long one frame waits for the bus reads before showing what it has
 # Capacity reports come every few seconds from every member and say nothing a person
 # watching needs; the members table shows the capacity itself.
 QUIET_TYPES = frozenset({CapacityReported.type_name()})
@@ -346,6 +347,7 @@ class Gatherer:
         # READ_TIMEOUT_S, even if a read hangs past its own timeout (as a client that is
         # failing over to another server can), so local process changes still show.
         self._remote: asyncio.Task[None] | None = None
+        self._remote_started = 0.0
         self._remote_problems: list[str] = []
 
     async def _read(self, source: str, read: Awaitable[T], default: T) -> T:
@@ -399,12 +401,17 @@ class Gatherer:
         self._remote_problems = self._problems
 
     async def gather(self) -> View:
+        now = time.monotonic()
         if self._remote is None or self._remote.done():
             if self._remote is not None and not self._remote.cancelled():
                 self._remote.exception()  # collected; `_read` already noted any problem
             self._remote = asyncio.create_task(self._read_remote(), name="live:reads")
-        done, _ = await asyncio.wait({self._remote}, timeout=2 * READ_TIMEOUT_S)
-        problems = list(self._remote_problems) if done else ["bus: reads are slow"]
+            self._remote_started = now
+        # Wait briefly only: the local processes (and the screen) must stay current even
+        # while the bus is slow; the bus values shown are the last ones read.
+        await asyncio.wait({self._remote}, timeout=LOCAL_WAIT_S)
+        slow = not self._remote.done() and now - self._remote_started > 2 * READ_TIMEOUT_S
+        problems = ["bus: reads are slow"] if slow else list(self._remote_problems)
         return build_view(
             now=dt.datetime.now(dt.UTC),
             members=self._last.get("members", []),

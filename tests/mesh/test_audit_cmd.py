@@ -20,6 +20,7 @@ from mesh.forge import publish_forged
 from mesh.server import NatsCluster
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
+from services.scheduler.verdicts import record_verdicts
 from support import DEMO_WORKLOADS, demo_profiles
 from support_workloads import demo_spec, threaded_federation
 
@@ -55,9 +56,11 @@ def lying_placement() -> WorkloadPlaced:
     now = dt.datetime.now(dt.UTC)
     honest = decide(spec, snapshot_of(profiles, today=now.date()), decided_by="amstel", now=now)
     verdicts = [msgspec.structs.replace(v, passed=True) if v.member == "dommel" else v
-                for v in honest.verdicts]
+                for v in record_verdicts(honest)]
     chosen = [Assignment(member="dommel", site=profiles["dommel"].sites[0].id)]
-    decision = msgspec.structs.replace(honest, verdicts=verdicts, chosen=chosen)
+    # The record lists its verdicts flat (as records before verdict classes did), so the
+    # lie sits in the verdicts themselves.
+    decision = msgspec.structs.replace(honest, verdicts=verdicts, classes=[], chosen=chosen)
     return WorkloadPlaced(spec=spec, assignments=chosen, generation=1, decision=decision)
 
 

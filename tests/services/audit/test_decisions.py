@@ -11,6 +11,7 @@ from contracts.workload import Assignment
 from services.audit.decisions import check_decision
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
+from services.scheduler.verdicts import record_verdicts
 from support import demo_profiles
 from support_workloads import demo_spec
 
@@ -29,7 +30,7 @@ def test_honest_records_hold_and_broken_ones_do_not() -> None:
     assert any("chosen twice" in p for p in problems)
     assert any(f"3 assignments for {spec.replicas}" in p for p in problems)
 
-    ruled_out = next(v for v in honest.verdicts if not v.passed and v.site is None)
+    ruled_out = next(v for v in record_verdicts(honest) if not v.passed and v.site is None)
     wrong = msgspec.structs.replace(
         honest, chosen=[Assignment(member=ruled_out.member, site="x")])
     problems = check_decision(wrong, spec=spec, assignments=None, profiles=profiles)
