@@ -5,41 +5,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-import structlog
-from typer.testing import CliRunner
 
 from contracts.registry import MemberAnnounced
 from contracts.workload import Assignment, WorkloadPlaced
-from mesh.cli.main import app
 from mesh.forge import publish_forged
 from mesh.server import NatsCluster
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
 from services.scheduler.verdicts import record_verdicts
 from support import DEMO_WORKLOADS, demo_profiles
+from support_cli import invoke, logs_to_a_file
 from support_workloads import demo_spec, threaded_federation
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def logs_to_a_file(tmp_path: Path) -> Iterator[None]:
-    old = structlog.get_config()
-    with (tmp_path / "services.log").open("w") as sink:
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sink))
-        try:
-            yield
-        finally:
-            structlog.configure(**old)
+# Imported fixture, used by every test here.
+pytestmark = pytest.mark.usefixtures(logs_to_a_file.__name__)
 
 
 def cli(fed_dir: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["--nats", url, "--data-dir", str(fed_dir), *args])
+    return invoke(url, fed_dir, *args)
 
 
 def audit(fed_dir: Path, url: str, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]

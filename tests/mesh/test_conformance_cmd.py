@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from mesh.cli.main import app
 from mesh.server import NatsCluster
 from support import federation
+from support_cli import stekker
 from support_soc import logs_to_stderr
 
-runner = CliRunner()
 # Imported fixture, used by every test here.
 pytestmark = pytest.mark.usefixtures(logs_to_stderr.__name__)
-
-
-async def stekker(urls: list[str], data_dir: Path, *args: str) -> tuple[int, str, str]:
-    root = ["--nats", ",".join(urls), "--data-dir", str(data_dir)]
-    result = await asyncio.to_thread(runner.invoke, app, [*root, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 async def test_conformance_command(nats_server: NatsCluster, tmp_path: Path) -> None:

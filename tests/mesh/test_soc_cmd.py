@@ -10,25 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from contracts.workload import WorkloadFailed
-from mesh.cli.main import app
 from mesh.envelope import new_msg_id
 from mesh.server import NatsCluster
 from services.soc.cloudevents import check
 from support import ROOT, federation, wait_until
+from support_cli import stekker
 from support_soc import logs_to_stderr, soc_event
 
-runner = CliRunner()
 # Imported fixture, used by every test here.
 pytestmark = pytest.mark.usefixtures(logs_to_stderr.__name__)
-
-
-async def stekker(urls: list[str], data_dir: Path, *args: str) -> tuple[int, str, str]:
-    root = ["--nats", ",".join(urls), "--data-dir", str(data_dir)]
-    result = await asyncio.to_thread(runner.invoke, app, [*root, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 async def test_tail_prints_what_is_there(nats_server: NatsCluster, tmp_path: Path) -> None:

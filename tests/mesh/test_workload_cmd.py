@@ -7,35 +7,21 @@ runs on its own loop in a thread (`support_workloads.threaded_federation`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
-from typer.testing import CliRunner
 
-from mesh.cli.main import app
 from mesh.server import NatsCluster
 from support import DEMO_WORKLOADS
+from support_cli import invoke, logs_to_a_file
 from support_workloads import threaded_federation
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def logs_to_a_file(tmp_path: Path) -> Iterator[None]:
-    """The federation's thread logs while CliRunner captures stdout: keep them apart."""
-    old = structlog.get_config()
-    with (tmp_path / "services.log").open("w") as sink:
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sink))
-        try:
-            yield
-        finally:
-            structlog.configure(**old)
+# Imported fixture, used by every test here.
+pytestmark = pytest.mark.usefixtures(logs_to_a_file.__name__)
 
 
 def cli(fed_dir: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["--nats", url, "--data-dir", str(fed_dir), "workload", *args])
+    return invoke(url, fed_dir, "workload", *args)
 
 
 def test_submit_list_explain(nats_server: NatsCluster, tmp_path: Path) -> None:
@@ -93,8 +79,7 @@ def test_submit_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
     bad.write_text(
         "id: kapot\ntenant: t\nresources:\n  vcpu: 2\nrequirements:\n  min_seal: 9\n"
     )
-    result = runner.invoke(app, ["--nats", "nats://127.0.0.1:1", "--data-dir",
-                                 str(tmp_path), "workload", "submit", str(bad)])
+    result = invoke("nats://127.0.0.1:1", tmp_path, "workload", "submit", str(bad))
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert "\n" not in line
@@ -124,8 +109,7 @@ def test_check_says_where_without_submitting(nats_server: NatsCluster, tmp_path:
 def test_check_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: kapot\ntenant: t\nresources:\n  vcpu: 2\nreplicas: 0\n")
-    result = runner.invoke(app, ["--nats", "nats://127.0.0.1:1", "--data-dir",
-                                 str(tmp_path), "workload", "check", str(bad)])
+    result = invoke("nats://127.0.0.1:1", tmp_path, "workload", "check", str(bad))
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert "\n" not in line and f"{bad}:5" in line and "replicas" in line

@@ -4,40 +4,28 @@ back is asked for, rate-limited, bounded by --max, and never exceeds a workload'
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-import structlog
-from typer.testing import CliRunner
 
 from contracts.failover import Evidence, MemberDown, MemberRecovered
 from contracts.state import PlacementRecord
 from contracts.workload import WorkloadSubmitted
-from mesh.cli.main import app
 from mesh.server import NatsCluster
 from support import wait_until
+from support_cli import invoke, logs_to_a_file
 from support_workloads import agent_of, demo_specs, placements, threaded_federation
 
-runner = CliRunner()
 SETTLED = ("running", "degraded", "unplaceable")
 
 
-@pytest.fixture(autouse=True)
-def logs_to_a_file(tmp_path: Path) -> Iterator[None]:
-    old = structlog.get_config()
-    with (tmp_path / "services.log").open("w") as sink:
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sink))
-        try:
-            yield
-        finally:
-            structlog.configure(**old)
+# Imported fixture, used by every test here.
+pytestmark = pytest.mark.usefixtures(logs_to_a_file.__name__)
 
 
 def cli(fed_dir: Path, url: str, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["--nats", url, "--data-dir", str(fed_dir), "--as", "amstel",
-                               *args])
+    return invoke(url, fed_dir, "--as", "amstel", *args)
 
 
 def members(record: PlacementRecord) -> set[str]:
