@@ -49,6 +49,18 @@ def dropped_sites(before: Sequence[Assignment], after: Sequence[Assignment]) -> 
     return added_sites(after, before)
 
 
+def stale_holds(
+    state: FederationState, workload: str, assignments: Sequence[Assignment],
+) -> list[Assignment]:
+    """Sites whose ledger (as `state` read it) holds `workload` but `assignments` do not."""
+    kept = sites_of(assignments)
+    return [
+        Assignment(member=e.value.member, site=e.value.site)
+        for e in state.ledgers.values()
+        if workload in e.value.holds and (e.value.member, e.value.site) not in kept
+    ]
+
+
 def _limit(state: FederationState, member: str, site: str) -> Resources | None:
     profile = state.profiles.get(member)
     if profile is None:

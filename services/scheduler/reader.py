@@ -76,8 +76,17 @@ class FederationState:
     # `fed_reservations` by key (<member>.<site>); the shell keeps it current as it books.
     ledgers: dict[str, Entry[SiteLedger]] = field(default_factory=dict)
 
-    def reserved(self) -> dict[tuple[str, str], Resources]:
-        return {(e.value.member, e.value.site): e.value.reserved for e in self.ledgers.values()}
+    def reserved(self, *, apart_from: str | None = None) -> dict[tuple[str, str], Resources]:
+        """The ledgers' totals by (member, site); `apart_from` leaves that workload's own
+        holds out (deciding for it, a rival's booking of the same workload in flight must
+        not count against it)."""
+        out: dict[tuple[str, str], Resources] = {}
+        for e in self.ledgers.values():
+            ledger = e.value
+            own = ledger.holds.get(apart_from) if apart_from is not None else None
+            out[(ledger.member, ledger.site)] = (
+                ledger.reserved if own is None else ledger.reserved.minus(own.amount))
+        return out
 
     def snapshot(
         self,
@@ -85,11 +94,13 @@ class FederationState:
         *,
         exclude_status: Collection[str] = NOT_RESERVING,
         placements: Iterable[PlacementRecord] | None = None,
+        deciding: str | None = None,
     ) -> Snapshot:
         """The snapshot; `placements` overrides the records read (a failover updates them
         one by one and rebuilds the snapshot so each decision sees the previous ones).
         The ledgers count only when the records read are used: an override (a rebalance
-        plan leaving its own workload out) is read from the placements alone."""
+        plan leaving its own workload out) is read from the placements alone. `deciding`:
+        the workload being decided, whose own ledger holds are left out."""
         records = (
             placements if placements is not None
             else (e.value for e in self.placements.values())
@@ -104,7 +115,7 @@ class FederationState:
             placements=reserving,
             revisions=self.revisions,
             member_revisions=self.member_revisions,
-            reserved=self.reserved() if placements is None else None,
+            reserved=self.reserved(apart_from=deciding) if placements is None else None,
         )
 
 

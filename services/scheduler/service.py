@@ -43,7 +43,14 @@ from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry, bucket
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
-from services.scheduler.booking import NotBooked, added_sites, book, dropped_sites, unbook
+from services.scheduler.booking import (
+    NotBooked,
+    added_sites,
+    book,
+    dropped_sites,
+    stale_holds,
+    unbook,
+)
 from services.scheduler.pipeline import decide
 from services.scheduler.reader import FederationState, read_state
 from services.scheduler.replace import (
@@ -243,7 +250,7 @@ class SchedulerService:
                 return
             now = dt.datetime.now(dt.UTC)
             state = await read_state(self.ctx.bus)
-            snapshot = state.snapshot(now.date())
+            snapshot = state.snapshot(now.date(), deciding=spec.id)
             if not snapshot.members:
                 # No profile announced yet: deciding now would refuse it for good.
                 raise RetryableError("no member profiles known yet")
@@ -276,7 +283,7 @@ class SchedulerService:
                 return
             if previous is not None:  # a released workload submitted again
                 await unbook(self.ledgers, state, workload=spec.id,
-                             sites=dropped_sites(previous.assignments, record.assignments))
+                             sites=stale_holds(state, spec.id, record.assignments))
             self.placed += 1
             log.info("placed", workload=spec.id, state=record.state, summary=decision.summary)
             await self._announce(spec.id, record)
@@ -354,7 +361,7 @@ class SchedulerService:
             record = entry.value
             now = dt.datetime.now(dt.UTC)
             decision = decide(
-                record.spec, state.snapshot(now.date()),
+                record.spec, state.snapshot(now.date(), deciding=key),
                 decided_by=self.ctx.member, now=now, cause="failover",
                 exclude=frozenset({member}), keep=survivors(record, member),
             )
@@ -383,9 +390,11 @@ class SchedulerService:
                 state.placements[key] = fresh
                 continue
             state.placements[key] = Entry(key, new, revision)
-            # Only now, re-placed, does the lost replica's reservation go.
-            await unbook(self.ledgers, state, workload=key,
-                         sites=dropped_sites(record.assignments, new.assignments))
+            # Only now, re-placed, does the lost replica's reservation go; a replica that
+            # found no new home keeps its booking on the down member until it does.
+            if added:
+                await unbook(self.ledgers, state, workload=key,
+                             sites=dropped_sites(record.assignments, new.assignments))
             log.info("re-placed", workload=key, generation=new.generation, state=new.state,
                      line=new.history[-1])
             await self._announce(key, new)
@@ -421,8 +430,9 @@ class SchedulerService:
             record = entry.value
             now = dt.datetime.now(dt.UTC)
             decision = decide(
-                record.spec, state.snapshot(now.date()), decided_by=self.ctx.member,
-                now=now, cause="recovery", keep=list(record.assignments),
+                record.spec, state.snapshot(now.date(), deciding=key),
+                decided_by=self.ctx.member, now=now, cause="recovery",
+                keep=list(record.assignments),
             )
             new = healed_record(record, decision, recovered=recovered, now=now)
             if new is None:
@@ -446,6 +456,9 @@ class SchedulerService:
                 state.placements[key] = fresh
                 continue
             state.placements[key] = Entry(key, new, revision)
+            # Bookings left on a down member by replicas that found no home then go now.
+            await unbook(self.ledgers, state, workload=key,
+                         sites=stale_holds(state, key, new.assignments))
             log.info("healed", workload=key, generation=new.generation, line=new.history[-1])
             await self._announce(key, new)
             return True
