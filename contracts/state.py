@@ -9,6 +9,7 @@ import msgspec
 
 from contracts.failover import Evidence
 from contracts.registry import MemberProfile, SiteCapacity
+from contracts.resources import Resources
 from contracts.takeover import PlanItem
 from contracts.workload import Assignment, DecisionRecord, WorkloadSpec
 
@@ -95,3 +96,25 @@ class SagaRecord(msgspec.Struct, kw_only=True):
     # The plan whose hash the approvers signed, and the approvals it needs.
     plan: list[PlanItem] = []
     quorum: int = 0
+
+
+class Hold(msgspec.Struct, kw_only=True):
+    """One workload's reservation at a site: what it books, for which placement
+    generation, taken by which commit attempt (so a losing attempt frees only its own)."""
+
+    amount: Resources
+    generation: int
+    attempt: str
+    since: dt.datetime
+
+
+class SiteLedger(msgspec.Struct, kw_only=True):
+    """`fed_reservations/<member>.<site>`: capacity reserved at one site, by workload.
+
+    Every commit that books the site CAS-updates this record at the revision it read and
+    is refused when `reserved` would exceed the site's schedulable capacity."""
+
+    member: str
+    site: str
+    reserved: Resources = Resources()
+    holds: dict[str, Hold] = {}

@@ -19,6 +19,7 @@ KV_CAPACITY = "fed_capacity"
 KV_PLACEMENTS = "fed_placements"
 KV_DECISIONS = "fed_decisions"
 KV_SAGAS = "fed_sagas"
+KV_RESERVATIONS = "fed_reservations"
 OBJ_DATA = "fed_data"
 
 DAY = 24 * 3600.0
@@ -62,4 +63,6 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(KV_PLACEMENTS, "One key per workload: its placement; CAS guards it.", history=8),
     BucketSpec(KV_DECISIONS, "Member-down declarations and leases; CAS guards them.", history=8),
     BucketSpec(KV_SAGAS, "Takeover sagas, step by step.", history=16),
+    BucketSpec(KV_RESERVATIONS, "Capacity reserved per site (<member>.<site>); CAS guards it.",
+               history=8),
 )

@@ -13,6 +13,8 @@ Sources (DESIGN §5):
   member (status "frozen"); a drill never does, it leaves the source untouched.
 - `fed_placements/<workload>` (`PlacementRecord`): reserved capacity, counting every
   record whose state is not in `exclude_status` (released/unplaceable reserve nothing).
+- `fed_reservations/<member>.<site>` (`SiteLedger`): what commits reserved per site; a
+  site's free capacity subtracts the larger of the ledger's total and the placements'.
 
 Members that the roster in force does not list as active are left out: only roster
 members may host (a suspended member's profile may linger in `fed_members`).
@@ -28,7 +30,14 @@ from typing import Any
 import msgspec
 
 from contracts.registry import MemberProfile
-from contracts.state import DownDecision, MemberRecord, PlacementRecord, SagaRecord
+from contracts.resources import Resources
+from contracts.state import (
+    DownDecision,
+    MemberRecord,
+    PlacementRecord,
+    SagaRecord,
+    SiteLedger,
+)
 from mesh import layout
 from mesh.observability import logger
 from mesh.state import Entry, bucket
@@ -64,6 +73,20 @@ class FederationState:
     member_revisions: dict[str, int]
     revisions: dict[str, int]
     placements: dict[str, Entry[PlacementRecord]] = field(default_factory=dict)
+    # `fed_reservations` by key (<member>.<site>); the shell keeps it current as it books.
+    ledgers: dict[str, Entry[SiteLedger]] = field(default_factory=dict)
+
+    def reserved(self, *, apart_from: str | None = None) -> dict[tuple[str, str], Resources]:
+        """The ledgers' totals by (member, site); `apart_from` leaves that workload's own
+        holds out (deciding for it, a rival's booking of the same workload in flight must
+        not count against it)."""
+        out: dict[tuple[str, str], Resources] = {}
+        for e in self.ledgers.values():
+            ledger = e.value
+            own = ledger.holds.get(apart_from) if apart_from is not None else None
+            out[(ledger.member, ledger.site)] = (
+                ledger.reserved if own is None else ledger.reserved.minus(own.amount))
+        return out
 
     def snapshot(
         self,
@@ -71,9 +94,13 @@ class FederationState:
         *,
         exclude_status: Collection[str] = NOT_RESERVING,
         placements: Iterable[PlacementRecord] | None = None,
+        deciding: str | None = None,
     ) -> Snapshot:
         """The snapshot; `placements` overrides the records read (a failover updates them
-        one by one and rebuilds the snapshot so each decision sees the previous ones)."""
+        one by one and rebuilds the snapshot so each decision sees the previous ones).
+        The ledgers count only when the records read are used: an override (a rebalance
+        plan leaving its own workload out) is read from the placements alone. `deciding`:
+        the workload being decided, whose own ledger holds are left out."""
         records = (
             placements if placements is not None
             else (e.value for e in self.placements.values())
@@ -88,6 +115,7 @@ class FederationState:
             placements=reserving,
             revisions=self.revisions,
             member_revisions=self.member_revisions,
+            reserved=self.reserved(apart_from=deciding) if placements is None else None,
         )
 
 
@@ -147,8 +175,15 @@ async def read_state(bus: Any) -> FederationState:
         if record is not None:
             placement_entries[raw.key] = Entry(raw.key, record, raw.revision)
 
+    ledgers: dict[str, Entry[SiteLedger]] = {}
+    for raw in await _raw_items(bus, layout.KV_RESERVATIONS):
+        ledger = _decode(raw, SiteLedger, layout.KV_RESERVATIONS)
+        if ledger is not None:
+            ledgers[raw.key] = Entry(raw.key, ledger, raw.revision)
+
     return FederationState(
         profiles=profiles,
+        ledgers=ledgers,
         statuses=member_statuses(decisions, sagas),
         member_revisions=member_revisions,
         revisions=revisions,

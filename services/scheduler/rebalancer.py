@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.state import PlacementRecord
+from contracts.state import PlacementRecord, SiteLedger
 from mesh import layout
 from mesh.errors import CasConflict, RetryableError
 from mesh.state import Bucket, Entry, bucket
+from services.scheduler.booking import NotBooked, added_sites, book, dropped_sites, unbook
 from services.scheduler.reader import FederationState, read_state
 from services.scheduler.rebalance import Move, plan_move
 from services.scheduler.replace import TokenBucket, failover_order, moved_record
@@ -49,9 +50,12 @@ def _plan(state: FederationState, key: str, *, decided_by: str,
 
 
 async def _commit(
-    bus: Any, placements: Bucket[PlacementRecord], state: FederationState, key: str, *,
-    decided_by: str, member: str | None,
+    bus: Any, placements: Bucket[PlacementRecord], ledgers: Bucket[SiteLedger],
+    state: FederationState, key: str, *, decided_by: str, member: str | None,
 ) -> Outcome | None:
+    """Book the arriving site in the reservation ledger, move by CAS, then free the site
+    left. A full arriving site (the ledger knows of a booking the plan did not) skips
+    the move."""
     for _ in range(CAS_ATTEMPTS):
         entry = state.placements[key]
         move = _plan(state, key, decided_by=decided_by, member=member)
@@ -60,9 +64,23 @@ async def _commit(
         now = dt.datetime.now(dt.UTC)
         new = moved_record(entry.value, move.decision, leave=move.leave.member,
                            arrive=move.arrive.member, why=move.why, now=now)
+        added = added_sites(entry.value.assignments, new.assignments)
+        try:
+            held = await book(ledgers, state, workload=key, amount=entry.value.spec.resources,
+                              sites=added, generation=new.generation)
+        except NotBooked as exc:
+            if exc.full:
+                return None
+            fresh = await placements.get(key)  # a rival is moving it: plan again
+            if fresh is None:
+                state.placements.pop(key, None)
+                return None
+            state.placements[key] = fresh
+            continue
         try:
             revision = await placements.update(key, new, entry.revision)
         except CasConflict:
+            await unbook(ledgers, state, workload=key, sites=added, attempt=held)
             # An agent noted a replica's status, or a scheduler moved it: plan again.
             fresh = await placements.get(key)
             if fresh is None:
@@ -71,6 +89,8 @@ async def _commit(
             state.placements[key] = fresh
             continue
         state.placements[key] = Entry(key, new, revision)
+        await unbook(ledgers, state, workload=key,
+                     sites=dropped_sites(entry.value.assignments, new.assignments))
         await announce(bus, placements, key, new)
         return Outcome(move=move, generation=new.generation, committed=True)
     raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
@@ -85,6 +105,7 @@ async def rebalance(
     """
     state = await read_state(bus)
     placements = await bucket(bus, layout.KV_PLACEMENTS, PlacementRecord)
+    ledgers = await bucket(bus, layout.KV_RESERVATIONS, SiteLedger)
     decided_by = bus.member
     limiter = TokenBucket(rate=rate_per_s)
     outcomes: list[Outcome] = []
@@ -102,7 +123,7 @@ async def rebalance(
         delay = limiter.reserve(time.monotonic())
         if delay > 0:
             await asyncio.sleep(delay)  # pacing the moves, not waiting for anything
-        outcome = await _commit(bus, placements, state, key, decided_by=decided_by,
+        outcome = await _commit(bus, placements, ledgers, state, key, decided_by=decided_by,
                                 member=member)
         if outcome is not None:
             outcomes.append(outcome)

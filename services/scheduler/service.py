@@ -26,7 +26,7 @@ from typing import Any
 
 from contracts.base import Event
 from contracts.failover import MemberDown, MemberRecovered
-from contracts.state import DownDecision, PlacementRecord, ReplicaStatus
+from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SiteLedger
 from contracts.workload import (
     DecisionRecord,
     WorkloadFailed,
@@ -43,8 +43,16 @@ from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry, bucket
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
+from services.scheduler.booking import (
+    NotBooked,
+    added_sites,
+    book,
+    dropped_sites,
+    stale_holds,
+    unbook,
+)
 from services.scheduler.pipeline import decide
-from services.scheduler.reader import FederationState, load_snapshot, read_state
+from services.scheduler.reader import FederationState, read_state
 from services.scheduler.replace import (
     TokenBucket,
     failover_order,
@@ -154,6 +162,7 @@ class SchedulerService:
         self._limiter = TokenBucket(rate=replace_rate_per_s)
         self._ctx: NodeContext | None = None
         self._placements: Bucket[PlacementRecord] | None = None
+        self._ledgers: Bucket[SiteLedger] | None = None
         self.submissions: Consumer | None = None
         self.failovers: Consumer | None = None
         self.placed = 0
@@ -165,6 +174,7 @@ class SchedulerService:
     async def start(self, ctx: NodeContext) -> None:
         self._ctx = ctx
         self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
+        self._ledgers = await bucket(ctx.bus, layout.KV_RESERVATIONS, SiteLedger)
         self.submissions = await ctx.bus.consume(
             self._on_submitted, subjects=[WorkloadSubmitted.subject_pattern()],
             durable=self.durable,
@@ -205,6 +215,11 @@ class SchedulerService:
         assert self._placements is not None, "scheduler not started"
         return self._placements
 
+    @property
+    def ledgers(self) -> Bucket[SiteLedger]:
+        assert self._ledgers is not None, "scheduler not started"
+        return self._ledgers
+
     # -- submissions ----------------------------------------------------------------------
 
     async def _on_submitted(self, event: Event, env: Envelope) -> None:
@@ -216,42 +231,64 @@ class SchedulerService:
     async def place(
         self, spec: WorkloadSpec, *, submitted_by: str, submitted_at: dt.datetime | None,
     ) -> None:
-        """Place a submitted workload once; publish the result if this call committed it."""
-        existing = await self.placements.get(spec.id)
-        if existing is not None and existing.value.state != "released":
-            record = existing.value
-            if record.published_generation < record.generation:
-                # Committed, but the publish never happened (a crash in between).
-                log.info("publishing a committed placement", workload=spec.id,
-                         generation=record.generation)
-                await self._announce(spec.id, record)
-            else:
-                log.info("already placed; ignoring the repeated submission", workload=spec.id)
+        """Place a submitted workload once; publish the result if this call committed it.
+
+        Each attempt decides on a fresh view, books the chosen sites in the reservation
+        ledger, and only then creates the placement by CAS (see `booking`)."""
+        for attempt in range(CAS_ATTEMPTS):
+            existing = await self.placements.get(spec.id)
+            if existing is not None and existing.value.state != "released":
+                record = existing.value
+                if record.published_generation < record.generation:
+                    # Committed, but the publish never happened (a crash in between).
+                    log.info("publishing a committed placement", workload=spec.id,
+                             generation=record.generation)
+                    await self._announce(spec.id, record)
+                else:
+                    log.info("already placed; ignoring the repeated submission",
+                             workload=spec.id)
+                return
+            now = dt.datetime.now(dt.UTC)
+            state = await read_state(self.ctx.bus)
+            snapshot = state.snapshot(now.date(), deciding=spec.id)
+            if not snapshot.members:
+                # No profile announced yet: deciding now would refuse it for good.
+                raise RetryableError("no member profiles known yet")
+            decision = decide(spec, snapshot, decided_by=self.ctx.member, now=now)
+            previous = existing.value if existing else None
+            record = _first_record(
+                spec, decision,
+                generation=previous.generation + 1 if previous else 1,
+                submitted_by=submitted_by, submitted_at=submitted_at, now=now,
+                history=previous.history if previous else [],
+            )
+            try:
+                held = await book(self.ledgers, state, workload=spec.id,
+                                  amount=spec.resources, sites=record.assignments,
+                                  generation=record.generation)
+            except NotBooked as exc:
+                log.info("capacity changed meanwhile; deciding again", workload=spec.id,
+                         reason=str(exc))
+                await asyncio.sleep(0.005 * (attempt + 1))
+                continue
+            try:
+                if existing is None:
+                    await self.placements.create(spec.id, record)
+                else:
+                    await self.placements.update(spec.id, record, existing.revision)
+            except CasConflict:
+                await unbook(self.ledgers, state, workload=spec.id,
+                             sites=record.assignments, attempt=held)
+                log.info("another scheduler placed it first", workload=spec.id)
+                return
+            if previous is not None:  # a released workload submitted again
+                await unbook(self.ledgers, state, workload=spec.id,
+                             sites=stale_holds(state, spec.id, record.assignments))
+            self.placed += 1
+            log.info("placed", workload=spec.id, state=record.state, summary=decision.summary)
+            await self._announce(spec.id, record)
             return
-        now = dt.datetime.now(dt.UTC)
-        snapshot, _ = await load_snapshot(self.ctx.bus, today=now.date())
-        if not snapshot.members:
-            # No profile announced yet: deciding now would refuse it for good.
-            raise RetryableError("no member profiles known yet")
-        decision = decide(spec, snapshot, decided_by=self.ctx.member, now=now)
-        previous = existing.value if existing else None
-        record = _first_record(
-            spec, decision,
-            generation=previous.generation + 1 if previous else 1,
-            submitted_by=submitted_by, submitted_at=submitted_at, now=now,
-            history=previous.history if previous else [],
-        )
-        try:
-            if existing is None:
-                await self.placements.create(spec.id, record)
-            else:
-                await self.placements.update(spec.id, record, existing.revision)
-        except CasConflict:
-            log.info("another scheduler placed it first", workload=spec.id)
-            return
-        self.placed += 1
-        log.info("placed", workload=spec.id, state=record.state, summary=decision.summary)
-        await self._announce(spec.id, record)
+        raise RetryableError(f"{spec.id}: capacity kept changing; will decide again")
 
     async def _announce(self, key: str, record: PlacementRecord) -> None:
         await announce(self.ctx.bus, self.placements, key, record)
@@ -324,15 +361,27 @@ class SchedulerService:
             record = entry.value
             now = dt.datetime.now(dt.UTC)
             decision = decide(
-                record.spec, state.snapshot(now.date()),
+                record.spec, state.snapshot(now.date(), deciding=key),
                 decided_by=self.ctx.member, now=now, cause="failover",
                 exclude=frozenset({member}), keep=survivors(record, member),
             )
             rto_s = (now - declared_at).total_seconds() if declared_at else None
             new = replaced_record(record, decision, lost=member, now=now, rto_s=rto_s)
+            added = added_sites(record.assignments, new.assignments)
+            try:
+                held = await book(self.ledgers, state, workload=key,
+                                  amount=record.spec.resources, sites=added,
+                                  generation=new.generation)
+            except NotBooked:
+                # A site filled up, or a rival is moving this very workload: re-read it
+                # (the ledger entry was refreshed) and decide again.
+                if not await self._refresh(state, key):
+                    return False
+                continue
             try:
                 revision = await self.placements.update(key, new, entry.revision)
             except CasConflict:
+                await unbook(self.ledgers, state, workload=key, sites=added, attempt=held)
                 # An agent noted a replica's status, or another scheduler moved it: re-read.
                 fresh = await self.placements.get(key)
                 if fresh is None:
@@ -341,6 +390,11 @@ class SchedulerService:
                 state.placements[key] = fresh
                 continue
             state.placements[key] = Entry(key, new, revision)
+            # Only now, re-placed, does the lost replica's reservation go; a replica that
+            # found no new home keeps its booking on the down member until it does.
+            if added:
+                await unbook(self.ledgers, state, workload=key,
+                             sites=dropped_sites(record.assignments, new.assignments))
             log.info("re-placed", workload=key, generation=new.generation, state=new.state,
                      line=new.history[-1])
             await self._announce(key, new)
@@ -376,25 +430,49 @@ class SchedulerService:
             record = entry.value
             now = dt.datetime.now(dt.UTC)
             decision = decide(
-                record.spec, state.snapshot(now.date()), decided_by=self.ctx.member,
-                now=now, cause="recovery", keep=list(record.assignments),
+                record.spec, state.snapshot(now.date(), deciding=key),
+                decided_by=self.ctx.member, now=now, cause="recovery",
+                keep=list(record.assignments),
             )
             new = healed_record(record, decision, recovered=recovered, now=now)
             if new is None:
                 return False
+            added = added_sites(record.assignments, new.assignments)
+            try:
+                held = await book(self.ledgers, state, workload=key,
+                                  amount=record.spec.resources, sites=added,
+                                  generation=new.generation)
+            except NotBooked:
+                if not await self._refresh(state, key):
+                    return False
+                continue
             try:
                 revision = await self.placements.update(key, new, entry.revision)
             except CasConflict:
+                await unbook(self.ledgers, state, workload=key, sites=added, attempt=held)
                 fresh = await self.placements.get(key)
                 if fresh is None:
                     return False
                 state.placements[key] = fresh
                 continue
             state.placements[key] = Entry(key, new, revision)
+            # Bookings left on a down member by replicas that found no home then go now.
+            await unbook(self.ledgers, state, workload=key,
+                         sites=stale_holds(state, key, new.assignments))
             log.info("healed", workload=key, generation=new.generation, line=new.history[-1])
             await self._announce(key, new)
             return True
         raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
+
+    async def _refresh(self, state: FederationState, key: str) -> bool:
+        """Re-read one placement into `state` after a refused booking; False if gone."""
+        await asyncio.sleep(0.005)
+        fresh = await self.placements.get(key)
+        if fresh is None:
+            state.placements.pop(key, None)
+            return False
+        state.placements[key] = fresh
+        return True
 
     async def _mark_replaced(self, member: str, epoch: int) -> None:
         """Note on the down declaration that its workloads were re-placed (if there is one)."""

@@ -113,10 +113,12 @@ def snapshot_of(
     placements: Iterable[tuple[WorkloadSpec, Sequence[Assignment]]] = (),
     revisions: Mapping[str, int] | None = None,
     member_revisions: Mapping[str, int] | None = None,
+    reserved: Mapping[tuple[str, str], Resources] | None = None,
 ) -> Snapshot:
-    """Assemble a snapshot from registry state. Members without a status are "active"."""
+    """Assemble a snapshot from registry state. Members without a status are "active".
+    `reserved`: the reservation ledgers' totals by (member, site), see `free_capacity`."""
     placements = list(placements)
-    free = free_capacity(profiles, placements)
+    free = free_capacity(profiles, placements, reserved)
     statuses = statuses or {}
     member_revisions = member_revisions or {}
     members = {

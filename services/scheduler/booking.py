@@ -1,0 +1,131 @@
+"""The reservation ledger's I/O: book a decision's new sites by CAS, free dropped ones.
+
+`book` CAS-updates `fed_reservations/<member>.<site>` for each new site, in key order (two
+schedulers booking the same sites meet at the first one, so neither holds one the other
+waits for), at the revision the caller's `FederationState` read. When any site refuses
+(full, or another attempt is booking the same workload, or the record changed since it
+was read) it frees what this attempt took and raises `NotBooked`; the caller decides
+again on a fresh view. Only once every site is booked does the caller write the
+placement; if that CAS loses, it frees this attempt's holds (`attempt=`), never a
+rival's. After a placement drops a site, `unbook` frees the workload's hold there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+
+from contracts.resources import Resources
+from contracts.state import Hold, SiteLedger
+from contracts.workload import Assignment
+from mesh.errors import CasConflict
+from mesh.observability import logger
+from mesh.state import Bucket, Entry
+from services.scheduler.ledger import Contended, Overbooked, ledger_key, release, reserve
+from services.scheduler.reader import FederationState
+
+log = logger("services.scheduler.booking")
+
+
+class NotBooked(Exception):
+    """A site refused; `full` when it had no room (deciding again may pick another)."""
+
+    def __init__(self, reason: str, *, full: bool) -> None:
+        super().__init__(reason)
+        self.full = full
+
+
+def sites_of(assignments: Iterable[Assignment]) -> set[tuple[str, str]]:
+    return {(a.member, a.site) for a in assignments}
+
+
+def added_sites(before: Sequence[Assignment], after: Sequence[Assignment]) -> list[Assignment]:
+    kept = sites_of(before)
+    return [a for a in after if (a.member, a.site) not in kept]
+
+
+def dropped_sites(before: Sequence[Assignment], after: Sequence[Assignment]) -> list[Assignment]:
+    return added_sites(after, before)
+
+
+def stale_holds(
+    state: FederationState, workload: str, assignments: Sequence[Assignment],
+) -> list[Assignment]:
+    """Sites whose ledger (as `state` read it) holds `workload` but `assignments` do not."""
+    kept = sites_of(assignments)
+    return [
+        Assignment(member=e.value.member, site=e.value.site)
+        for e in state.ledgers.values()
+        if workload in e.value.holds and (e.value.member, e.value.site) not in kept
+    ]
+
+
+def _limit(state: FederationState, member: str, site: str) -> Resources | None:
+    profile = state.profiles.get(member)
+    if profile is None:
+        return None
+    return next((s.schedulable() for s in profile.sites if s.id == site), None)
+
+
+async def _refresh(ledgers: Bucket[SiteLedger], state: FederationState, key: str) -> None:
+    fresh = await ledgers.get(key)
+    if fresh is None:
+        state.ledgers.pop(key, None)
+    else:
+        state.ledgers[key] = fresh
+
+
+async def book(
+    ledgers: Bucket[SiteLedger], state: FederationState, *, workload: str,
+    amount: Resources, sites: Sequence[Assignment], generation: int,
+) -> str:
+    """Reserve `amount` for `workload` at every site; returns this attempt's id."""
+    attempt = uuid.uuid4().hex
+    taken: list[Assignment] = []
+    for a in sorted(sites, key=lambda a: ledger_key(a.member, a.site)):
+        key = ledger_key(a.member, a.site)
+        limit = _limit(state, a.member, a.site)
+        entry = state.ledgers.get(key)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            if limit is None:
+                raise Overbooked(f"{a.member}/{a.site} is not a known site")
+            new = reserve(
+                entry.value if entry else None, member=a.member, site=a.site,
+                workload=workload, limit=limit, now=now,
+                hold=Hold(amount=amount, generation=generation, attempt=attempt, since=now),
+            )
+            if new is not None:
+                if entry is None:
+                    revision = await ledgers.create(key, new)
+                else:
+                    revision = await ledgers.update(key, new, entry.revision)
+                state.ledgers[key] = Entry(key, new, revision)
+                taken.append(a)
+        except (Overbooked, Contended, CasConflict) as exc:
+            if isinstance(exc, CasConflict):
+                await _refresh(ledgers, state, key)
+            await unbook(ledgers, state, workload=workload, sites=taken, attempt=attempt)
+            raise NotBooked(str(exc), full=isinstance(exc, Overbooked)) from None
+    return attempt
+
+
+async def unbook(
+    ledgers: Bucket[SiteLedger], state: FederationState | None, *, workload: str,
+    sites: Iterable[Assignment], attempt: str | None = None,
+) -> None:
+    """Free `workload`'s hold at each site (only `attempt`'s, when given). Idempotent."""
+    for a in sites:
+        key = ledger_key(a.member, a.site)
+        try:
+            entry = await ledgers.modify(
+                key, lambda current: release(current, workload, attempt=attempt))
+        except CasConflict:
+            log.warning("could not free a reservation", workload=workload, key=key)
+            continue
+        if state is not None:
+            if entry is None:
+                state.ledgers.pop(key, None)
+            else:
+                state.ledgers[key] = entry
