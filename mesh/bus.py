@@ -337,7 +337,7 @@ class Bus:
         stream: str = layout.FED,
         deliver: str = "all",
         window_s: float | None = None,
-        max_deliver: int = 8,
+        max_deliver: int = -1,
         ack_wait_s: float = 30.0,
         batch: int = 64,
     ) -> Consumer:
@@ -346,7 +346,10 @@ class Bus:
         A shared `durable` name gives queue semantics across processes (one scheduler in
         the federation handles each submission); `durable=None` is an ephemeral reader.
         `window_s` is the replay window between Fed-Time and the time the stream stored the
-        message; None keeps the default of the envelope module.
+        message; None keeps the default of the envelope module. `max_deliver` is unlimited
+        by default: a decision the federation must take (a placement, a failover) is never
+        dropped because the cluster was electing leaders for a while; refused and
+        terminally failed messages are termed explicitly instead.
         """
         config = ConsumerConfig(
             durable_name=durable,
