@@ -125,6 +125,23 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(130) from None
 
 
+def _check_driver(driver: str) -> str:
+    from services.agent.drivers.factory import DRIVERS
+
+    if driver not in DRIVERS:
+        raise typer.BadParameter(f"must be one of {', '.join(DRIVERS)}, not {driver!r}")
+    return driver
+
+
+def driver_option() -> Any:
+    """`--driver` of `up`, `node` and `service`: one definition, checked when parsed."""
+    return typer.Option(
+        "auto", "--driver", callback=_check_driver,
+        help="Agent driver: sim (capacity model), process (real child processes), or "
+        "auto (process for workloads with a run command, sim for the rest).",
+    )
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"stekker: {message}", err=True)
     raise typer.Exit(code)

@@ -16,7 +16,6 @@ from mesh.runtime import Node, NodeContext, NodeSettings, configure, run_until_s
 from mesh.services import SERVICES, make_services
 from mesh.specfile import load_member_profile
 from mesh.trust import TrustStore
-from services.agent.drivers.factory import DRIVERS
 
 DEMO_MEMBERS = Path("deploy/demo/members")
 
@@ -56,11 +55,7 @@ def register(app: typer.Typer) -> None:
         config: Path | None = typer.Option(
             None, "--config", help="Member profile (TOML); default: data folder or demo."
         ),
-        driver: str = typer.Option(
-            "auto", "--driver",
-            help="Agent driver: sim (capacity model), process (real child processes), or "
-            "auto (process for workloads with a run command, sim for the rest).",
-        ),
+        driver: str = common.driver_option(),
         heartbeat: float = typer.Option(1.0, "--heartbeat", help="Heartbeat interval, s."),
         suspicion: float = typer.Option(3.0, "--suspicion", help="Silence before suspicion, s."),
         replicas: int = typer.Option(1, "--replicas", help="Replicas for new streams (≤3)."),
@@ -75,8 +70,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
         configure(f"node-{member}")
-        if driver not in DRIVERS:
-            common.fail(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
         settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
                                 driver=driver, replicas=replicas,
                                 require_tokens=require_tokens)
@@ -93,11 +86,7 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
         member: str = typer.Option(..., "--member", help="Member id this service runs for."),
         config: Path | None = typer.Option(None, "--config", help="Member profile (TOML)."),
-        driver: str = typer.Option(
-            "auto", "--driver",
-            help="Agent driver: sim (capacity model), process (real child processes), or "
-            "auto (process for workloads with a run command, sim for the rest).",
-        ),
+        driver: str = common.driver_option(),
         require_tokens: bool = typer.Option(
             False, "--require-tokens",
             help="Refuse submissions and takeover requests without a valid Fed-Token.",

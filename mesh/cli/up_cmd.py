@@ -32,7 +32,6 @@ from mesh.up import (
     node_health,
     run_up,
 )
-from services.agent.drivers.factory import DRIVERS
 
 DOWN_TIMEOUT_S = 60.0  # `up` stops nodes and servers with their own bounds (10 s each)
 
@@ -168,11 +167,7 @@ def register(app: typer.Typer) -> None:
         no_workloads: bool = typer.Option(
             False, "--no-workloads", help="Do not submit the sample workloads."
         ),
-        driver: str = typer.Option(
-            "auto", "--driver",
-            help="Agent driver: sim (capacity model), process (real child processes), or "
-            "auto (process for workloads with a run command, sim for the rest).",
-        ),
+        driver: str = common.driver_option(),
         no_live: bool = typer.Option(
             False, "--no-live",
             help="A line per change instead of the live view (automatic without a terminal).",
@@ -194,8 +189,6 @@ def register(app: typer.Typer) -> None:
         One NATS server and one node per member (profiles in --members-dir), then the
         sample workloads; Ctrl-C, SIGTERM or a closed terminal stop every process.
         """
-        if driver not in DRIVERS:
-            common.fail(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
         names = [s.strip() for s in services.split(",") if s.strip()] if services else None
         unknown = sorted(set(names or ()) - set(SERVICES))
         if unknown:

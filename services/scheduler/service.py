@@ -28,6 +28,7 @@ from contracts.base import Event
 from contracts.failover import MemberDown, MemberRecovered
 from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SiteLedger
 from contracts.workload import (
+    Assignment,
     DecisionRecord,
     WorkloadFailed,
     WorkloadPlaced,
@@ -368,28 +369,8 @@ class SchedulerService:
             rto_s = (now - declared_at).total_seconds() if declared_at else None
             new = replaced_record(record, decision, lost=member, now=now, rto_s=rto_s)
             added = added_sites(record.assignments, new.assignments)
-            try:
-                held = await book(self.ledgers, state, workload=key,
-                                  amount=record.spec.resources, sites=added,
-                                  generation=new.generation)
-            except NotBooked:
-                # A site filled up, or a rival is moving this very workload: re-read it
-                # (the ledger entry was refreshed) and decide again.
-                if not await self._refresh(state, key):
-                    return False
-                continue
-            try:
-                revision = await self.placements.update(key, new, entry.revision)
-            except CasConflict:
-                await unbook(self.ledgers, state, workload=key, sites=added, attempt=held)
-                # An agent noted a replica's status, or another scheduler moved it: re-read.
-                fresh = await self.placements.get(key)
-                if fresh is None:
-                    state.placements.pop(key, None)
-                    return False
-                state.placements[key] = fresh
-                continue
-            state.placements[key] = Entry(key, new, revision)
+            if not await self._commit_next(state, entry, new, added):
+                continue  # re-read; the loop decides again (or stops if it is gone)
             # Only now, re-placed, does the lost replica's reservation go; a replica that
             # found no new home keeps its booking on the down member until it does.
             if added:
@@ -437,25 +418,10 @@ class SchedulerService:
             new = healed_record(record, decision, recovered=recovered, now=now)
             if new is None:
                 return False
-            added = added_sites(record.assignments, new.assignments)
-            try:
-                held = await book(self.ledgers, state, workload=key,
-                                  amount=record.spec.resources, sites=added,
-                                  generation=new.generation)
-            except NotBooked:
-                if not await self._refresh(state, key):
-                    return False
+            if not await self._commit_next(
+                state, entry, new, added_sites(record.assignments, new.assignments)
+            ):
                 continue
-            try:
-                revision = await self.placements.update(key, new, entry.revision)
-            except CasConflict:
-                await unbook(self.ledgers, state, workload=key, sites=added, attempt=held)
-                fresh = await self.placements.get(key)
-                if fresh is None:
-                    return False
-                state.placements[key] = fresh
-                continue
-            state.placements[key] = Entry(key, new, revision)
             # Bookings left on a down member by replicas that found no home then go now.
             await unbook(self.ledgers, state, workload=key,
                          sites=stale_holds(state, key, new.assignments))
@@ -463,6 +429,30 @@ class SchedulerService:
             await self._announce(key, new)
             return True
         raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
+
+    async def _commit_next(
+        self, state: FederationState, entry: Entry[PlacementRecord], new: PlacementRecord,
+        added: list[Assignment],
+    ) -> bool:
+        """Book the sites `new` adds, then write it at the revision read. False when a site
+        filled up, a rival moved this workload or an agent noted a replica's status: what
+        this attempt booked is freed and the placement re-read into `state`."""
+        key = entry.key
+        try:
+            held = await book(self.ledgers, state, workload=key,
+                              amount=new.spec.resources, sites=added,
+                              generation=new.generation)
+        except NotBooked:
+            await self._refresh(state, key)
+            return False
+        try:
+            revision = await self.placements.update(key, new, entry.revision)
+        except CasConflict:
+            await unbook(self.ledgers, state, workload=key, sites=added, attempt=held)
+            await self._refresh(state, key)
+            return False
+        state.placements[key] = Entry(key, new, revision)
+        return True
 
     async def _refresh(self, state: FederationState, key: str) -> bool:
         """Re-read one placement into `state` after a refused booking; False if gone."""
