@@ -106,6 +106,9 @@ class Hold(msgspec.Struct, kw_only=True):
     generation: int
     attempt: str
     since: dt.datetime
+    # The workload's tenant, so the ledgers alone say where each tenant's workloads are
+    # (affinity rules) without reading every placement.
+    tenant: str = ""
 
 
 class SiteLedger(msgspec.Struct, kw_only=True):

@@ -81,8 +81,17 @@ def logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return,unused-ignore]
 
 
+_tracer: tuple[object, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("stekker")
+    """The tracer of the provider in force, made once per provider: `get_tracer` checks
+    its arguments with regular expressions each call, a cost per message otherwise."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer("stekker"))
+    return _tracer[1]
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

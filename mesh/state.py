@@ -153,11 +153,14 @@ class Bucket(Generic[T]):
         raise CasConflict(f"{self.name}/{key}: too many concurrent writers")
 
     async def watch(
-        self, callback: Callable[[Entry[T] | None, str], Awaitable[None]]
+        self, callback: Callable[[Entry[T] | None, str], Awaitable[None]],
+        *, on_ready: Callable[[], None] | None = None,
     ) -> asyncio.Task[None]:
         """Call back on every entry (the initial values, then changes) until cancelled.
 
         The callback gets (entry, key); entry is None when the key was deleted.
+        `on_ready` is called once the watcher says the initial values are through (on a
+        cluster it may say so early: later entries still arrive, see `_items`).
         """
         watcher = await self.kv.watchall()
 
@@ -165,6 +168,8 @@ class Bucket(Generic[T]):
             try:
                 async for entry in watcher:
                     if entry is None:
+                        if on_ready is not None:
+                            on_ready()
                         continue
                     if entry.operation in ("DEL", "PURGE") or not entry.value:
                         await callback(None, entry.key)

@@ -77,10 +77,13 @@ def with_replica_state(
     state: ReplicaState,
     now: dt.datetime,
     detail: str = "",
+    published: bool = False,
 ) -> PlacementRecord | None:
     """`record` with `member`'s replica in `state`, or None when nothing is to change
     (no record, a newer generation, or already so). All assigned replicas running makes
-    the placement "running"; a degraded one stays degraded, so nobody forgets it."""
+    the placement "running"; a degraded one stays degraded, so nobody forgets it.
+    `published`: the agent acts on the placed event of this generation, which proves it
+    is on FED (the scheduler then need not note that itself, one write less)."""
     if record is None or record.generation != generation:
         return None
     assigned = [a for a in record.assignments if a.member == member]
@@ -105,6 +108,8 @@ def with_replica_state(
     record.replicas = replicas
     record.state = placement_state
     record.updated_at = now
+    if published:
+        record.published_generation = max(record.published_generation, generation)
     return record
 
 

@@ -19,8 +19,11 @@ import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
+
+import msgspec
 
 from contracts.base import Event
 from contracts.registry import CapacityReported, Heartbeat
@@ -48,6 +51,38 @@ log = logger("services.agent")
 
 # Placement states with nothing to run.
 IDLE_STATES = frozenset({"released", "unplaceable", "pending"})
+
+
+# Placements handled at once: a sim start is instant, the record's update and the bound
+# event are round trips to JetStream that overlap.
+AGENT_CONCURRENCY = 64
+
+
+class _Names(msgspec.Struct):
+    member: str
+
+
+class _Targets(msgspec.Struct):
+    """What a placed or released event says about who is concerned; the rest unparsed."""
+
+    assignments: list[_Names] = []
+    member: str = ""
+    workload: str = ""
+    spec: dict[str, object] = {}
+
+
+_targets = msgspec.json.Decoder(_Targets)
+
+
+def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) -> bool:
+    """Whether a placed/released event may ask anything of this member's agent: it names
+    the member, or it is about a workload running here (which then moves away). Others
+    are skipped before their signature is checked; they would be ignored after it."""
+    targets = _targets.decode(body)
+    if targets.member == me or any(a.member == me for a in targets.assignments):
+        return True
+    workload = targets.workload or str(targets.spec.get("id", ""))
+    return workload in running
 
 
 def bound_msg_id(workload: str, generation: int, member: str) -> str:
@@ -114,6 +149,9 @@ class AgentService:
             subjects=[WorkloadPlaced.subject_pattern(), WorkloadReleased.subject_pattern()],
             durable=f"agent-{ctx.member}",
             deliver="new",
+            batch=256,
+            concurrency=AGENT_CONCURRENCY,  # one lock per workload keeps each in order
+            relevant=partial(concerns, ctx.member, self._running),
         )
         self._tasks.append(
             asyncio.create_task(self._reconcile_task(), name=f"reconcile:{ctx.member}")
@@ -206,7 +244,8 @@ class AgentService:
 
     async def _on_event(self, event: Event, env: Envelope) -> None:
         if isinstance(event, WorkloadPlaced):
-            await self.apply(event.spec, event.generation, event.assignments)
+            await self.apply(event.spec, event.generation, event.assignments,
+                             from_event=True)
         elif isinstance(event, WorkloadReleased) and event.member == self.ctx.member:
             me = self.ctx.member
             stopped = await self.release(event.workload, event.generation, cause=event.cause)
@@ -264,9 +303,11 @@ class AgentService:
         return started
 
     async def apply(
-        self, spec: WorkloadSpec, generation: int, assignments: Sequence[Assignment]
+        self, spec: WorkloadSpec, generation: int, assignments: Sequence[Assignment],
+        *, from_event: bool = False,
     ) -> None:
-        """Bring what runs here in line with a placement of `spec` at `generation`."""
+        """Bring what runs here in line with a placement of `spec` at `generation`
+        (`from_event`: as its signed placed event says, not as read back from KV)."""
         me = self.ctx.member
         async with self._locks[spec.id]:
             if generation <= self._released.get(spec.id, 0):
@@ -303,7 +344,7 @@ class AgentService:
                 assert running is not None
                 instance = running[1]
             self._running[spec.id] = (generation, instance)
-            await self._note(spec.id, generation, "running")
+            await self._note(spec.id, generation, "running", published=from_event)
             await self.ctx.bus.publish(
                 WorkloadBound(workload=spec.id, site=step.site, generation=generation,
                               driver=self._driver().name, detail=_detail(instance)),
@@ -375,7 +416,8 @@ class AgentService:
         self._capacity_changed()
 
     async def _note(
-        self, workload: str, generation: int, state: ReplicaState, detail: str = ""
+        self, workload: str, generation: int, state: ReplicaState, detail: str = "",
+        *, published: bool = False,
     ) -> None:
         """Record this replica's state in `fed_placements/<workload>`, if it exists."""
         assert self._placements is not None
@@ -384,7 +426,8 @@ class AgentService:
         await self._placements.modify(
             workload,
             lambda record: with_replica_state(record, member=member, generation=generation,
-                                              state=state, now=now, detail=detail),
+                                              state=state, now=now, detail=detail,
+                                              published=published),
         )
 
     def _driver(self) -> Driver:

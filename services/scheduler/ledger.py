@@ -10,7 +10,7 @@ exactly what the workload held.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from contracts.resources import ZERO, Resources
 from contracts.state import Hold, SiteLedger
@@ -52,20 +52,78 @@ def reserve(
     """The ledger with `hold` added for `workload`, or None when it holds it already
     (same attempt: a repeat). Raises Overbooked when it does not fit, Contended when a
     live rival attempt holds the same generation."""
+    new, refused = reserve_many(ledger, member=member, site=site, holds=[(workload, hold)],
+                                limit=limit, now=now)
+    if workload in refused:
+        raise refused[workload]
+    return new
+
+
+def reserve_many(
+    ledger: SiteLedger | None, *, member: str, site: str, holds: Iterable[tuple[str, Hold]],
+    limit: Resources, now: dt.datetime,
+) -> tuple[SiteLedger | None, dict[str, Overbooked | Contended]]:
+    """Add many holds in one write (a batch's group commit), in the order given: each
+    that fits is added, each that does not is refused with its reason. Returns the new
+    ledger (None when nothing changed) and workload → why it was refused."""
     current = ledger or SiteLedger(member=member, site=site)
-    held = current.holds.get(workload)
-    if held is not None:
-        if held.attempt == hold.attempt:
-            return None
-        fresh = (now - held.since).total_seconds() < STALE_HOLD_S
-        if held.generation >= hold.generation and fresh:
-            raise Contended(f"{workload} is being booked at {member}/{site} by another attempt")
-    others = {k: v for k, v in current.holds.items() if k != workload}
-    if not (total(others.values()) + hold.amount).fits_in(limit):
-        raise Overbooked(f"{member}/{site} has no room for {workload}")
-    holds = {**others, workload: hold}
-    return SiteLedger(member=current.member, site=current.site, reserved=total(holds.values()),
+    new_holds = dict(current.holds)
+    reserved = total(new_holds.values())  # once; then kept as holds are added
+    refused: dict[str, Overbooked | Contended] = {}
+    changed = False
+    for workload, hold in holds:
+        held = new_holds.get(workload)
+        base = reserved
+        if held is not None:
+            if held.attempt == hold.attempt:
+                continue  # a repeat of this attempt
+            fresh = (now - held.since).total_seconds() < STALE_HOLD_S
+            if held.generation >= hold.generation and fresh:
+                refused[workload] = Contended(
+                    f"{workload} is being booked at {member}/{site} by another attempt")
+                continue
+            base = reserved.minus(held.amount)  # an older generation or an orphan yields
+        if not (base + hold.amount).fits_in(limit):
+            refused[workload] = Overbooked(f"{member}/{site} has no room for {workload}")
+            continue
+        new_holds[workload] = hold
+        reserved = base + hold.amount
+        changed = True
+    if not changed:
+        return None, refused
+    return SiteLedger(member=current.member, site=current.site,
+                      reserved=total(new_holds.values()), holds=new_holds), refused
+
+
+def release_many(
+    ledger: SiteLedger | None, workloads: Iterable[str], *, attempt: str | None = None,
+) -> SiteLedger | None:
+    """`release` for many workloads in one write; None when there is nothing to free."""
+    if ledger is None:
+        return None
+    holds = dict(ledger.holds)
+    for workload in workloads:
+        held = holds.get(workload)
+        if held is not None and (attempt is None or held.attempt == attempt):
+            del holds[workload]
+    if len(holds) == len(ledger.holds):
+        return None
+    return SiteLedger(member=ledger.member, site=ledger.site, reserved=total(holds.values()),
                       holds=holds)
+
+
+def orphaned(
+    ledger: SiteLedger, assigned: Callable[[str], bool], now: dt.datetime,
+    *, older_than_s: float = STALE_HOLD_S,
+) -> list[str]:
+    """Workloads holding capacity here that no placement assigns here, and whose hold is
+    older than a commit can take: what a scheduler that crashed between booking and
+    writing the placement left behind. `assigned(workload)` says whether the workload's
+    placement (as read) has a replica on this ledger's site."""
+    return sorted(
+        workload for workload, hold in ledger.holds.items()
+        if (now - hold.since).total_seconds() > older_than_s and not assigned(workload)
+    )
 
 
 def release(

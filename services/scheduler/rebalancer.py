@@ -67,7 +67,8 @@ async def _commit(
         added = added_sites(entry.value.assignments, new.assignments)
         try:
             held = await book(ledgers, state, workload=key, amount=entry.value.spec.resources,
-                              sites=added, generation=new.generation)
+                              sites=added, generation=new.generation,
+                              tenant=entry.value.spec.tenant)
         except NotBooked as exc:
             if exc.full:
                 return None

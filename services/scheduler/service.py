@@ -20,9 +20,15 @@ submission sent again) publishes the missing event. Msg ids are deterministic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from contracts.base import Event
 from contracts.failover import MemberDown, MemberRecovered
@@ -45,13 +51,19 @@ from mesh.state import Bucket, Entry, bucket
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
 from services.scheduler.booking import (
+    Booking,
     NotBooked,
     added_sites,
     book,
+    book_many,
     dropped_sites,
     stale_holds,
     unbook,
+    unbook_many,
 )
+from services.scheduler.feasibility import FeasibilityCache
+from services.scheduler.janitor import SWEEP_EVERY_S, sweep
+from services.scheduler.live import LiveState, live_state
 from services.scheduler.pipeline import decide
 from services.scheduler.reader import FederationState, read_state
 from services.scheduler.replace import (
@@ -65,12 +77,23 @@ from services.scheduler.replace import (
     state_after,
     survivors,
 )
+from services.scheduler.snapshot import Placed, booked
 
 log = logger("services.scheduler")
 
 SUBMIT_DURABLE = "scheduler"
 FAILOVER_DURABLE = "scheduler-failover"
 CAS_ATTEMPTS = 20
+# Submissions decided together against one snapshot and committed in one group write per
+# site; JetStream delivers up to this many per fetch.
+SUBMIT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Submission:
+    spec: WorkloadSpec
+    submitted_by: str
+    submitted_at: dt.datetime | None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -87,7 +110,7 @@ def failed_msg_id(workload: str, generation: int) -> str:
     return f"failed-{workload}-{generation}"
 
 
-def _first_record(
+def first_record(
     spec: WorkloadSpec, decision: DecisionRecord, *, generation: int, submitted_by: str,
     submitted_at: dt.datetime | None, now: dt.datetime, history: list[str],
 ) -> PlacementRecord:
@@ -115,12 +138,17 @@ def _first_record(
 
 
 async def announce(
-    bus: Any, placements: Bucket[PlacementRecord], key: str, record: PlacementRecord
+    bus: Any, placements: Bucket[PlacementRecord], key: str, record: PlacementRecord,
+    *, revision: int | None = None, note: bool = True,
 ) -> None:
     """Publish the event of `record`'s generation, then note that it is published.
 
     Shared by every writer of `fed_placements` (the scheduler, `workload rebalance`), so
     each commit is announced the same way: after the CAS, with a deterministic msg id.
+    `revision`: the record's revision as just written; the note then needs no read unless
+    someone (an agent) wrote in between. `note=False` leaves the note of a placed record
+    to the agents that act on the event (they hold the proof it was published); until
+    then a repeated submission announces it again, which JetStream and agents absorb.
     """
     generation = record.generation
     if record.state == "unplaceable" or not record.assignments:
@@ -136,6 +164,8 @@ async def announce(
                            generation=generation, decision=record.decision),
             msg_id=placed_msg_id(key, generation),
         )
+        if not note:
+            return
 
     def mark(current: PlacementRecord | None) -> PlacementRecord | None:
         if current is None or current.generation != generation:
@@ -145,6 +175,12 @@ async def announce(
         current.published_generation = generation
         return current
 
+    if revision is not None:
+        marked = mark(msgspec.structs.replace(record))
+        if marked is not None:
+            with contextlib.suppress(CasConflict):
+                await placements.update(key, marked, revision)
+                return
     await placements.modify(key, mark)
 
 
@@ -157,6 +193,7 @@ class SchedulerService:
         durable: str = SUBMIT_DURABLE,
         failover_durable: str = FAILOVER_DURABLE,
         replace_rate_per_s: float = 500.0,
+        sweep_every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self.durable = durable
         self.failover_durable = failover_durable
@@ -169,6 +206,11 @@ class SchedulerService:
         self.placed = 0
         self.replaced = 0
         self._live_failovers: dict[str, asyncio.Task[None]] = {}
+        self._live: LiveState | None = None
+        self._cache = FeasibilityCache()
+        self.sweep_every_s = sweep_every_s
+        self._sweeper: asyncio.Task[None] | None = None
+        self.orphans_freed = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -176,9 +218,11 @@ class SchedulerService:
         self._ctx = ctx
         self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
         self._ledgers = await bucket(ctx.bus, layout.KV_RESERVATIONS, SiteLedger)
+        self._live = await live_state(ctx.bus)
         self.submissions = await ctx.bus.consume(
             self._on_submitted, subjects=[WorkloadSubmitted.subject_pattern()],
-            durable=self.durable,
+            durable=self.durable, batch=SUBMIT_BATCH,
+            batch_handler=self._on_submitted_batch,
         )
         self.failovers = await ctx.bus.consume(
             self._on_member, subjects=[MemberDown.subject_pattern(),
@@ -189,13 +233,30 @@ class SchedulerService:
         # member's server led that consumer, its new leader is elected first (seconds).
         # The live copy lets every scheduler start at once; CAS keeps each move single.
         await ctx.bus.subscribe(MemberDown.subject_pattern(), self._on_down_live)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="scheduler:janitor")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            try:
+                self.orphans_freed += await sweep(self.ctx.bus)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next sweep tries again
+                log.warning("orphan sweep failed", error=str(exc))
 
     async def stop(self) -> None:
         for task in self._live_failovers.values():
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for consumer in (self.submissions, self.failovers):
             if consumer is not None:
                 await consumer.stop()
+        if self._live is not None:
+            await self._live.stop()
 
     def health(self) -> dict[str, Any]:
         c = self.submissions
@@ -204,12 +265,18 @@ class SchedulerService:
             "handled": c.handled if c else 0,
             "placed": self.placed,
             "replaced": self.replaced,
+            "orphans_freed": self.orphans_freed,
         }
 
     @property
     def ctx(self) -> NodeContext:
         assert self._ctx is not None, "scheduler not started"
         return self._ctx
+
+    @property
+    def live(self) -> LiveState:
+        assert self._live is not None, "scheduler not started"
+        return self._live
 
     @property
     def placements(self) -> Bucket[PlacementRecord]:
@@ -228,6 +295,135 @@ class SchedulerService:
             if await refused_by_token(self.ctx, env, SUBMIT_ROLES):
                 return
             await self.place(event.spec, submitted_by=env.member, submitted_at=env.time)
+
+    async def _on_submitted_batch(
+        self, items: list[tuple[Event, Envelope]]
+    ) -> list[Exception | None]:
+        outcomes: list[Exception | None] = [None] * len(items)
+        batch: list[tuple[int, Submission]] = []
+        for i, (event, env) in enumerate(items):
+            if not isinstance(event, WorkloadSubmitted):
+                continue
+            try:
+                if await refused_by_token(self.ctx, env, SUBMIT_ROLES):
+                    continue
+            except Exception as exc:
+                outcomes[i] = exc
+                continue
+            batch.append((i, Submission(event.spec, env.member, env.time)))
+        results = await self.place_many([sub for _, sub in batch])
+        for (i, _), result in zip(batch, results, strict=True):
+            outcomes[i] = result
+        return outcomes
+
+    async def place_many(self, items: Sequence[Submission]) -> list[Exception | None]:
+        """Place a batch of new workloads: decide each on the live view, the batch's
+        earlier choices counted; book all sites in one write each; create every placement
+        by CAS; announce. Returns per item None (done) or the error to retry it with.
+
+        Whatever is not plainly new (a second submission of the same id, a workload
+        released and submitted again, a placement created by a rival) goes through
+        `place`, one by one, which knows those cases."""
+        results: list[Exception | None] = [None] * len(items)
+        first: dict[str, int] = {}
+        single: list[int] = []
+        for i, item in enumerate(items):
+            if item.spec.id in first:
+                single.append(i)
+            else:
+                first[item.spec.id] = i
+        todo = list(first.values())
+        for attempt in range(CAS_ATTEMPTS):
+            if not todo:
+                break
+            todo, lost = await self._place_round(items, todo, results)
+            single.extend(lost)
+            if todo:
+                await asyncio.sleep(0.005 * (attempt + 1))
+        for i in todo:
+            results[i] = RetryableError(f"{items[i].spec.id}: capacity kept changing; "
+                                        "will decide again")
+        for i in sorted(single):
+            try:
+                await self.place(items[i].spec, submitted_by=items[i].submitted_by,
+                                 submitted_at=items[i].submitted_at)
+            except Exception as exc:
+                results[i] = exc
+        return results
+
+    async def _place_round(
+        self, items: Sequence[Submission], todo: list[int], results: list[Exception | None],
+    ) -> tuple[list[int], list[int]]:
+        """One round of `place_many`; returns (to decide again, to place one by one)."""
+        now = dt.datetime.now(dt.UTC)
+        snapshot = self.live.snapshot(now.date())
+        if not snapshot.members:
+            # No profile announced yet: deciding now would refuse them for good.
+            for i in todo:
+                results[i] = RetryableError("no member profiles known yet")
+            return [], []
+        # A workload some ledger holds already is being committed by a rival right now
+        # (or was, before a crash): `place` decides it with its own holds left out.
+        ids = {items[i].spec.id for i in todo}
+        held: set[str] = set()
+        for entry in self.live.state.ledgers.values():
+            held |= ids & entry.value.holds.keys()
+        lost = [i for i in todo if items[i].spec.id in held]
+        todo = [i for i in todo if items[i].spec.id not in held]
+        placed = dict(snapshot.placed)
+        records: dict[int, PlacementRecord] = {}
+        for i in todo:
+            spec = items[i].spec
+            decision = decide(spec, snapshot, decided_by=self.ctx.member, now=now,
+                              cache=self._cache)
+            record = first_record(spec, decision, generation=1,
+                                   submitted_by=items[i].submitted_by,
+                                   submitted_at=items[i].submitted_at, now=now, history=[])
+            records[i] = record
+            if record.assignments:
+                # The next decisions of this batch see this one's capacity and replicas.
+                snapshot = booked(snapshot, spec.resources, record.assignments)
+                placed[spec.id] = Placed(tenant=spec.tenant,
+                                         members=frozenset(a.member for a in record.assignments))
+                object.__setattr__(snapshot, "placed", placed)
+        attempt, refused = await book_many(self.ledgers, self.live.state, [
+            Booking(items[i].spec.id, items[i].spec.resources, r.assignments, r.generation,
+                    tenant=items[i].spec.tenant)
+            for i, r in records.items() if r.assignments
+        ])
+        again = [i for i in todo if items[i].spec.id in refused]
+        go = [i for i in todo if items[i].spec.id not in refused]
+        written = await asyncio.gather(
+            *(self.placements.create(items[i].spec.id, records[i]) for i in go),
+            return_exceptions=True)
+        free: dict[tuple[str, str], list[str]] = defaultdict(list)
+        created: list[tuple[int, int]] = []
+        for i, outcome in zip(go, written, strict=True):
+            if isinstance(outcome, CasConflict):
+                lost.append(i)  # it exists: a rival's, or a released one submitted again
+                for a in records[i].assignments:
+                    free[(a.member, a.site)].append(items[i].spec.id)
+            elif isinstance(outcome, Exception):
+                # The write may or may not have happened; the redelivery finds out, and
+                # a hold it left behind is an orphan the janitor frees.
+                results[i] = outcome
+            elif isinstance(outcome, int):
+                created.append((i, outcome))
+        if free:
+            await unbook_many(self.ledgers, self.live.state, dict(free), attempt=attempt)
+        announced = await asyncio.gather(
+            *(self._announce(items[i].spec.id, records[i], revision=revision,
+                             note=records[i].state == "unplaceable")
+              for i, revision in created),
+            return_exceptions=True)
+        for (i, _), failure in zip(created, announced, strict=True):
+            if isinstance(failure, Exception):
+                results[i] = failure  # redelivered: the committed record is announced then
+        self.placed += len(created)
+        if created:
+            log.info("placed a batch", placed=len(created), again=len(again),
+                     one_by_one=len(lost))
+        return again, lost
 
     async def place(
         self, spec: WorkloadSpec, *, submitted_by: str, submitted_at: dt.datetime | None,
@@ -257,7 +453,7 @@ class SchedulerService:
                 raise RetryableError("no member profiles known yet")
             decision = decide(spec, snapshot, decided_by=self.ctx.member, now=now)
             previous = existing.value if existing else None
-            record = _first_record(
+            record = first_record(
                 spec, decision,
                 generation=previous.generation + 1 if previous else 1,
                 submitted_by=submitted_by, submitted_at=submitted_at, now=now,
@@ -266,7 +462,7 @@ class SchedulerService:
             try:
                 held = await book(self.ledgers, state, workload=spec.id,
                                   amount=spec.resources, sites=record.assignments,
-                                  generation=record.generation)
+                                  generation=record.generation, tenant=spec.tenant)
             except NotBooked as exc:
                 log.info("capacity changed meanwhile; deciding again", workload=spec.id,
                          reason=str(exc))
@@ -291,8 +487,12 @@ class SchedulerService:
             return
         raise RetryableError(f"{spec.id}: capacity kept changing; will decide again")
 
-    async def _announce(self, key: str, record: PlacementRecord) -> None:
-        await announce(self.ctx.bus, self.placements, key, record)
+    async def _announce(
+        self, key: str, record: PlacementRecord, *, revision: int | None = None,
+        note: bool = True,
+    ) -> None:
+        await announce(self.ctx.bus, self.placements, key, record, revision=revision,
+                       note=note)
 
     # -- failover -------------------------------------------------------------------------
 
@@ -441,7 +641,7 @@ class SchedulerService:
         try:
             held = await book(self.ledgers, state, workload=key,
                               amount=new.spec.resources, sites=added,
-                              generation=new.generation)
+                              generation=new.generation, tenant=new.spec.tenant)
         except NotBooked:
             await self._refresh(state, key)
             return False

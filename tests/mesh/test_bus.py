@@ -15,7 +15,7 @@ from contracts.workload import WorkloadReleased
 from mesh import layout
 from mesh.bus import Bus
 from mesh.envelope import seal
-from mesh.errors import CasConflict
+from mesh.errors import CasConflict, RetryableError
 from mesh.keys import Identity
 from mesh.server import NatsCluster
 from mesh.state import bucket
@@ -143,3 +143,82 @@ async def test_cluster_replicates_state(tmp_path: Path, nats_cluster: NatsCluste
         assert info.config.num_replicas == 3
     finally:
         await bus.close()
+
+
+async def test_batch_handler_gets_a_fetch_at_once_and_failures_come_back(
+    nats_server: NatsCluster, identities: dict[str, Identity]
+) -> None:
+    trust = TrustStore(_roster(identities))
+    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
+    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
+                                 service="test")
+    try:
+        await sender.provision(1)
+        for n in range(10):
+            await sender.publish(WorkloadReleased(workload=f"wl-{n}", member="dommel"))
+        batches: list[list[str]] = []
+        failed_once: set[str] = set()
+
+        async def handle_batch(items: list) -> list[Exception | None]:  # type: ignore[type-arg]
+            names = [event.workload for event, _ in items]
+            batches.append(names)
+            out: list[Exception | None] = []
+            for name in names:
+                if name == "wl-3" and name not in failed_once:
+                    failed_once.add(name)
+                    out.append(RetryableError("not yet"))
+                else:
+                    out.append(None)
+            return out
+
+        async def unused(event: object, env: object) -> None:
+            raise AssertionError("the batch handler takes every message")
+
+        consumer = await receiver.consume(
+            unused, subjects=[WorkloadReleased.subject_pattern()], durable="t-batch",
+            batch=64, batch_handler=handle_batch)
+        await wait_until(lambda: consumer.handled == 10, timeout=30,
+                         what="every message handled, the failed one redelivered")
+        assert max(len(b) for b in batches) > 1  # a fetch came as one batch
+        assert sum(b.count("wl-3") for b in batches) == 2 and consumer.errors == 1
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_irrelevant_messages_are_skipped_before_verification(
+    nats_server: NatsCluster, identities: dict[str, Identity]
+) -> None:
+    trust = TrustStore(_roster(identities))
+    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
+    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
+                                 service="test")
+    try:
+        await sender.provision(1)
+        got: list[str] = []
+
+        async def handle(event: object, env: object) -> None:
+            assert isinstance(event, WorkloadReleased)
+            got.append(event.workload)
+
+        def mine(subject: str, body: bytes) -> bool:
+            return msgspec.json.decode(body)["member"] == "dommel"
+
+        consumer = await receiver.consume(
+            handle, subjects=[WorkloadReleased.subject_pattern()], durable="t-relevant",
+            relevant=mine, concurrency=8)
+        # Forged, but about someone else: skipped, never verified, never reported.
+        outsider = Identity("amstel", Identity.generate("x").private)
+        for workload, member in (("wl-x", "zuidas"), ("wl-y", "dommel")):
+            subject = WorkloadReleased.subject("amstel", workload)
+            body = msgspec.json.encode(WorkloadReleased(workload=workload, member=member))
+            await sender.js.publish(subject, body, headers=seal(
+                outsider, subject, "workload.released.v1", body))
+        await sender.publish(WorkloadReleased(workload="wl-z", member="dommel"))
+        await sender.publish(WorkloadReleased(workload="wl-w", member="amstel"))
+        await wait_until(lambda: got == ["wl-z"] and consumer.skipped == 2
+                         and consumer.rejected == 1, timeout=30,
+                         what="one handled, two skipped, the relevant forgery refused")
+    finally:
+        await sender.close()
+        await receiver.close()

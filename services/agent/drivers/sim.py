@@ -21,16 +21,22 @@ class SimDriver:
         # site id → total capacity; None = unlimited (no capacity model).
         self.sites = dict(sites) if sites is not None else None
         self.instances: dict[str, Instance] = {}
+        # site id → what its instances use; kept as they come and go (summing every
+        # instance per start made thousands of starts quadratic).
+        self._used: dict[str, Resources] = {}
 
     def used(self, site: str) -> Resources:
-        total = ZERO
-        for instance in self.instances.values():
-            if instance.site == site:
-                total = total + instance.spec.resources
-        return total
+        return self._used.get(site, ZERO)
+
+    def _count(self, instance: Instance, sign: int) -> None:
+        used = self.used(instance.site)
+        self._used[instance.site] = (used + instance.spec.resources if sign > 0
+                                     else used.minus(instance.spec.resources))
 
     async def start(self, instance_id: str, spec: WorkloadSpec, site: str) -> Instance:
         old = self.instances.pop(instance_id, None)
+        if old is not None:
+            self._count(old, -1)
         if self.sites is not None:
             if site not in self.sites:
                 self._restore(old)
@@ -42,11 +48,13 @@ class SimDriver:
                 raise DriverError(f"site {site} has too little free capacity ({short})")
         instance = Instance(instance_id=instance_id, spec=spec, site=site)
         self.instances[instance_id] = instance
+        self._count(instance, +1)
         return instance
 
     def _restore(self, old: Instance | None) -> None:
         if old is not None:
             self.instances[old.instance_id] = old
+            self._count(old, +1)
 
     async def healthy(self, instance: Instance) -> bool:
         return self.instances.get(instance.instance_id) is instance
@@ -54,6 +62,8 @@ class SimDriver:
     async def stop(self, instance: Instance) -> None:
         if self.instances.get(instance.instance_id) is instance:
             del self.instances[instance.instance_id]
+            self._count(instance, -1)
 
     async def close(self) -> None:
         self.instances.clear()
+        self._used.clear()

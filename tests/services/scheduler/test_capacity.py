@@ -173,8 +173,11 @@ async def test_failover_moves_the_booking_only_once_replaced(
         assert all(r.state == "placed" for r in before.values())
         assert_exact(await ledgers_of(bus), before)
         hit = {k for k, r in before.items() if any(a.member == "dommel" for a in r.assignments)}
-        # Two free places elsewhere: only two of dommel's workloads can move.
-        assert len(hit) > 2
+        # Two free places in all; those outside dommel are where its workloads can go
+        # (which sites stay free depends on how schedulers split the burst).
+        taken = booked_by_placements(before)
+        room_elsewhere = sum(PER_SITE - len(taken.get(w, {})) for w in caps if w[0] != "dommel")
+        assert len(hit) > room_elsewhere >= 0
 
         await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=[
             Evidence(observer="amstel", msg_id="s2", silence_s=5.0),
@@ -183,7 +186,8 @@ async def test_failover_moves_the_booking_only_once_replaced(
         after = await wait_until(lambda: at(2, hit), timeout=30, what="failover decided")
         moved = {k for k in hit if after[k].assignments}
         stuck = hit - moved
-        assert len(moved) == 2 and all(after[k].state == "unplaceable" for k in stuck)
+        assert len(moved) == room_elsewhere
+        assert all(after[k].state == "unplaceable" for k in stuck)
         ledgers = await ledgers_of(bus)
         for key in moved:
             (a,) = after[key].assignments
