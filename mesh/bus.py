@@ -286,9 +286,13 @@ class Bus:
         except nats.js.errors.NotFoundError:
             try:
                 await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                # Created by another process at the same moment.
-                await self.js.stream_info(config.name or "")
+            except nats.js.errors.BadRequestError as refused:
+                # Created by another process at the same moment; if not, the refusal
+                # stands (e.g. peers not current yet: passing, so retried).
+                try:
+                    await self.js.stream_info(config.name or "")
+                except nats.js.errors.NotFoundError:
+                    raise refused from None
 
     async def _retry_js(self, op: Callable[[], Awaitable[Any]], bound_s: float = 30.0) -> Any:
         return await retry_passing(op, bound_s=bound_s)

@@ -137,15 +137,20 @@ class FeasibilityCache:
         hit = per_roster.get(key)
         if hit is not None:
             return hit
-        groups: dict[tuple[object, ...], tuple[list[str], list[Verdict]]] = {}
+        groups: dict[tuple[object, ...], list[Verdict]] = {}
+        # Members whose verdicts read the same share one class in the record, whatever
+        # made their attributes differ: at 1,000 members nearly every member is a class
+        # of its own, but the verdicts fall into a few dozen lists (a record of 40 kB,
+        # not 1 MB, which is past what NATS carries in one message).
+        same: dict[tuple[Verdict, ...], tuple[list[str], list[Verdict]]] = {}
         passing: list[int] = []
         for pos, (member_id, profile, status) in enumerate(
             zip(roster.ids, roster.profiles, roster.statuses, strict=True)
         ):
             excluded = member_id in ctx.exclude
             class_key = (self.class_of(profile), status, excluded, req, ctx.today)
-            group = groups.get(class_key)
-            if group is None:
+            template = groups.get(class_key)
+            if template is None:
                 template = self._by_class.get(class_key)
                 if template is None:
                     self.filter_runs += 1
@@ -155,12 +160,12 @@ class FeasibilityCache:
                         for check in MEMBER_FILTERS
                     ]
                     self._bounded(self._by_class)[class_key] = template
-                group = groups[class_key] = ([], template)
-            group[0].append(member_id)
-            if all(v.passed for v in group[1]):
+                groups[class_key] = template
+            same.setdefault(tuple(template), ([], template))[0].append(member_id)
+            if all(v.passed for v in template):
                 passing.append(pos)
         level = MemberLevel(
-            [VerdictClass(members=m, verdicts=v) for m, v in groups.values()], passing
+            [VerdictClass(members=m, verdicts=v) for m, v in same.values()], passing
         )
         per_roster[key] = level
         return level

@@ -20,9 +20,10 @@ from contracts.resources import Resources
 from contracts.workload import Assignment, DecisionRecord, Requirements, Spread, WorkloadSpec
 from services.scheduler.explain import explain_rows
 from services.scheduler.feasibility import FeasibilityCache
+from services.scheduler.filters import MEMBER_FILTERS, FilterContext
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import MemberView, Snapshot, booked
-from services.scheduler.verdicts import record_verdicts
+from services.scheduler.verdicts import by_member, record_verdicts
 
 TODAY = dt.date(2026, 6, 1)
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -161,3 +162,25 @@ def test_records_without_classes_explain_the_same() -> None:
         wire = msgspec.json.decode(msgspec.json.encode(record), type=DecisionRecord)
         assert wire == record
         assert len(explain_rows(record)) == len(snap.members)
+
+
+def test_members_with_the_same_verdicts_share_one_class_in_the_record() -> None:
+    """The record groups members by what the filters said, not by their attributes:
+    members that differ only where no filter of this workload looks are one class, and
+    every member keeps exactly its own verdicts."""
+    rng = random.Random(11)
+    snap = federation(rng, 40)
+    for i in range(20):
+        spec = workload(rng, i, sorted(snap.members))
+        record = decide(spec, snap, decided_by="a", now=NOW)
+        lists = [tuple(c.verdicts) for c in record.classes]
+        assert len(lists) == len(set(lists))  # no two classes say the same
+        assert sorted(m for c in record.classes for m in c.members) == sorted(snap.members)
+        # Each member's verdicts are what the filters say of it alone.
+        ctx = FilterContext(today=snap.today, placed=snap.placed)
+        recorded = by_member(v for v in record_verdicts(record) if v.site is None)
+        for member_id, view in snap.members.items():
+            # (the pipeline adds one more for a member without sites)
+            assert recorded[member_id][: len(MEMBER_FILTERS)] == [
+                msgspec.structs.replace(check(spec, view, ctx), member=member_id)
+                for check in MEMBER_FILTERS]
