@@ -36,6 +36,7 @@ from contracts.workload import WorkloadBound, WorkloadSpec, WorkloadSubmitted  #
 from mesh import layout  # noqa: E402
 from mesh.bus import Bus  # noqa: E402
 from mesh.keys import load_identity  # noqa: E402
+from mesh.runtime import health_subject  # noqa: E402
 from mesh.server import NatsCluster  # noqa: E402
 from mesh.state import bucket  # noqa: E402
 from mesh.trust import TrustStore  # noqa: E402
@@ -43,6 +44,10 @@ from services.iam.genesis import found_local_federation  # noqa: E402
 from support import DEMO_MEMBERS, MEMBERS, demo_profiles, wait_until  # noqa: E402
 
 WORKLOADS = int(os.environ.get("STEKKER_BENCH_WORKLOADS", "2000"))
+# For comparison only: STEKKER_BENCH_DURABLE=0 runs one server, one replica, no fsync per
+# write (what the same code does when the store is not what it waits for).
+DURABLE = os.environ.get("STEKKER_BENCH_DURABLE", "1") != "0"
+REPLICAS = 3 if DURABLE else 1
 SUBMITTERS = 256
 
 
@@ -65,7 +70,8 @@ def nodes(data_dir: Path, urls: list[str]) -> Iterator[list[subprocess.Popen[byt
                     [*python, "-m", "mesh.cli.main", "--data-dir", str(data_dir),
                      "--nats", ",".join(urls), "node", "--member", member,
                      "--config", str(DEMO_MEMBERS / f"{member}.toml"), "--driver", "sim",
-                     "--replicas", "3", "--services", "iam,registry,scheduler,agent"],
+                     "--replicas", str(REPLICAS),
+                     "--services", "iam,registry,scheduler,agent"],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         yield procs
     finally:
@@ -79,12 +85,12 @@ def nodes(data_dir: Path, urls: list[str]) -> Iterator[list[subprocess.Popen[byt
                 proc.wait()
 
 
-async def run(data_dir: Path, urls: list[str]) -> dict[str, float | int]:
+async def run(data_dir: Path, urls: list[str]) -> dict[str, object]:
     trust = TrustStore()
     bus = await Bus.connect(urls, identity=load_identity(data_dir / "keys", "amstel"),
                             trust=trust, service="bench")
     try:
-        await bus.provision(3)
+        await bus.provision(REPLICAS)
         members = await bucket(bus, layout.KV_MEMBERS, MemberRecord)
 
         async def all_members() -> bool:
@@ -122,11 +128,18 @@ async def run(data_dir: Path, urls: list[str]) -> dict[str, float | int]:
                                                      for e in records)
 
         await wait_until(all_running, timeout=120, interval=0.5, what="records say running")
+        counts = {}
+        for member in MEMBERS:  # what each node says it did (its health answer)
+            reply = await bus.nc.request(health_subject(member), b"", timeout=5)
+            services = json.loads(reply.data)["services"]
+            counts[member] = {"scheduler_placed": services["scheduler"]["placed"],
+                              **{f"agent_{k}": v for k, v in services["agent"].items()
+                                 if k in ("handled", "skipped", "errors", "instances")}}
     finally:
         await bus.close()
     return {"workloads": WORKLOADS, "submit_s": round(submitted_s, 2),
             "submitted_to_bound_s": round(elapsed, 2),
-            "workloads_per_s": round(WORKLOADS / elapsed, 1)}
+            "workloads_per_s": round(WORKLOADS / elapsed, 1), "nodes": counts}
 
 
 def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
@@ -144,7 +157,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stekker-bench-") as tmp:
         root = Path(tmp)
         found_local_federation(root / "fed", "stekker-bench", demo_profiles())
-        cluster = NatsCluster(root / "nats", list(MEMBERS))
+        cluster = (NatsCluster(root / "nats", list(MEMBERS)) if DURABLE
+                   else NatsCluster.single(root / "nats", sync_always=False))
         cluster.start()
         try:
             with nodes(root / "fed", cluster.urls) as procs:
@@ -162,7 +176,9 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "placement_e2e",
         "what": "submitted -> bound on the bus: 3 member node processes (scheduler + "
-                "agent, sim driver), 3-server JetStream cluster, R3, sync_interval always",
+                "agent, sim driver), " + ("3-server JetStream cluster, R3, sync_interval "
+                                          "always" if DURABLE else "1 server, R1, no fsync "
+                                          "per write (comparison only)"),
         **result,
         "target_workloads_per_s": 1000,
     }, indent=2))
