@@ -497,6 +497,19 @@ class LocalFederation:
         if argv:
             self.start_member_node(member, argv)
 
+    def reload_servers(self) -> int:
+        """SIGHUP every live server of the folder: nats-server re-reads its config and
+        includes (new accounts). Returns how many were signalled."""
+        state = self.load()
+        signalled = 0
+        for procs in state.members.values() if state else []:
+            proc = _process(procs.nats_pid, procs.nats_create_time)
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGHUP)
+                    signalled += 1
+        return signalled
+
     # stopping
 
     def stop_member(self, member: str, kill: bool = False, timeout: float = 10.0) -> None:

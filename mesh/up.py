@@ -44,6 +44,7 @@ from contracts.registry import MemberProfile
 from contracts.state import MemberRecord
 from contracts.workload import WorkloadSpec, WorkloadSubmitted
 from mesh import layout
+from mesh.accounts import AccountsFollower
 from mesh.bus import Bus
 from mesh.errors import AlreadyRunning, ConfigError, NatsServerFailed, NodeFailed
 from mesh.keys import load_identity
@@ -437,6 +438,7 @@ async def _run(
                             nkey_file=seed_file(data_dir, first) if opts.secure else None)
     feed: EventFeed | None = None
     gatherer: Gatherer | None = None
+    following: asyncio.Task[None] | None = None
     try:
         await provision(bus, replicas, opts.ready_timeout_s)
         say(f"NATS cluster ready ({len(members)} servers, state replicated {replicas}x) "
@@ -459,6 +461,9 @@ async def _run(
                 f"(signed by {members[0]})")
         for line in next_steps(data_dir, members):
             say(line)
+        if opts.secure:
+            follower = AccountsFollower(fed, written_version=1)  # from genesis.json
+            following = asyncio.create_task(follower.follow(bus, say), name="accounts")
         feed = EventFeed(bus)
         await feed.start()
         gatherer = Gatherer(bus, fed=fed, feed=feed)
@@ -469,6 +474,10 @@ async def _run(
             await _watch_lines(gatherer, feed, say)
         return 0
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         if gatherer is not None:
             await gatherer.close()
         if feed is not None:

@@ -46,8 +46,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="What was written, as JSON."),
     ) -> None:
         """nats-server accounts from the roster: one nkey user per active member that
-        publishes only as itself and writes only the KV keys its services write, a
-        `soc-reader` (reads SOC) and an `auditor` (reads FED); nobody else connects.
+        publishes only as itself, writes only its own keys of the per-member buckets and
+        cannot reconfigure, delete or purge streams; a `soc-reader` (reads SOC) and an
+        `auditor` (reads FED); nobody else connects (see docs/identity.md).
 
         Writes `nats-accounts.conf` (public nkeys and permissions; add `include
         nats-accounts.conf` to each server's config) and one seed per user,

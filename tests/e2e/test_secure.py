@@ -2,7 +2,8 @@
 accounts, nodes log in with their own nkeys and require tokens, and the README's
 commands work unchanged (the CLI finds the acting member's nkey and the local
 operator's token in the data folder). A submission without a valid token is refused and
-reported; a member's credentials cannot publish as another member."""
+reported; a member's credentials cannot publish as another member; a suspended member's
+credentials stop working once the suspension takes effect."""
 
 from __future__ import annotations
 
@@ -116,6 +117,17 @@ async def test_secure_up_enforces_nkeys_and_tokens(tmp_path: Path) -> None:
 
             await wait_until(soc_reports_it, timeout=60, interval=0.5,
                              what="the refusal on the SOC feed")
+
+            # Suspending zuidas (two endorsements): `up` rewrites the accounts and reloads
+            # the servers, and zuidas's nkey opens nothing any more.
+            for member in ("amstel", "dommel"):
+                endorsed = stekker(data_dir, "--as", member, "member", "suspend", "zuidas")
+                assert endorsed.returncode == 0, endorsed.stderr
+            await wait_until(lambda: "roster v2 in force: NATS accounts" in up.output(),
+                             timeout=60, interval=0.2, what="the accounts rewritten")
+            with pytest.raises(NotConnected):
+                await Bus.connect(up.fed.urls(), connect_timeout_s=1.0, reconnect=False,
+                                  nkey_file=seed_path(auth, "zuidas"))
         finally:
             await bus.close()
 
