@@ -129,13 +129,15 @@ def acting_identity(member: str | None = None) -> Identity:
     return load_identity(_settings.data_dir / "keys", member or acting_member())
 
 
-async def open_bus(*, sign: bool = False, service: str = "cli") -> Bus:
-    """Connect and put the roster in force, so everything read is verified."""
+async def open_bus(*, sign: bool = False, service: str = "cli",
+                   login: str | None = None) -> Bus:
+    """Connect and put the roster in force, so everything read is verified. `login`:
+    the NATS user in a `stekker up --secure` folder (default: the acting member)."""
     from services.iam.service import load_roster
 
     identity = acting_identity() if sign else None
     bus = await Bus.connect(servers(), identity=identity, service=service,
-                            connect_timeout_s=5.0, **nats_credentials())
+                            connect_timeout_s=5.0, **nats_credentials(login))
     try:
         roster = await load_roster(bus)
     except Exception:

@@ -12,7 +12,8 @@ a member has no business with cannot be written by it:
   or purge). A suspended or removed member has no user once the config is regenerated;
 - `soc-reader`: subscribes only on `soc.v1.>` and its inbox, and publishes only the
   JetStream API calls to read the `SOC` stream through its own consumer;
-- `auditor`: the same for the `FED` stream.
+- `auditor`: the same for the `FED` stream and the roster bucket (`stekker audit
+  verify` checks FED against the roster chain).
 
 Users authenticate with nkeys (Ed25519; the server sends a nonce, the client signs it):
 the config holds public keys only, the seeds go to separate 0600 files. The nkeys are
@@ -136,9 +137,9 @@ def stream_reader_calls(stream: str) -> tuple[str, ...]:
     )
 
 
-def reader_user(name: str, stream: str, subjects: list[str]) -> NatsUser:
-    return NatsUser(name=name, kind="reader", publish=stream_reader_calls(stream),
-                    subscribe=(*subjects, "_INBOX.>"))
+def reader_user(name: str, streams: tuple[str, ...], subjects: list[str]) -> NatsUser:
+    calls = tuple(dict.fromkeys(c for stream in streams for c in stream_reader_calls(stream)))
+    return NatsUser(name=name, kind="reader", publish=calls, subscribe=(*subjects, "_INBOX.>"))
 
 
 def users_for(roster: Roster) -> list[NatsUser]:
@@ -149,8 +150,9 @@ def users_for(roster: Roster) -> list[NatsUser]:
         raise ValueError(f"member id(s) {sorted(clash)} clash with reader user names")
     return [
         *(member_user(m, members) for m in members),
-        reader_user(SOC_READER, "SOC", SOC_SUBJECTS),
-        reader_user(AUDITOR, "FED", FED_SUBJECTS),
+        reader_user(SOC_READER, (layout.SOC,), SOC_SUBJECTS),
+        # An auditor replays FED against the roster chain, so it reads that bucket too.
+        reader_user(AUDITOR, (layout.FED, f"KV_{layout.KV_ROSTER}"), FED_SUBJECTS),
     ]
 
 

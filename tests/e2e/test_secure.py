@@ -89,6 +89,8 @@ async def test_secure_up_enforces_nkeys_and_tokens(tmp_path: Path) -> None:
             await wait_until(running, timeout=60, what="minbzk-wiki running")
             status = json_of(stekker(data_dir, "status", "--json"))
             assert all(row["health"] for row in status), status
+            audit = stekker(data_dir, "audit", "verify")  # with the auditor's nkey
+            assert audit.returncode == 0, audit.stdout + audit.stderr
 
             # A bad token: published (amstel's own nkey and key) but refused by the
             # scheduler, reported, never placed.

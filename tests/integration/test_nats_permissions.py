@@ -35,6 +35,7 @@ from mesh.trust import TrustStore
 from services.iam.genesis import found_local_federation
 from services.iam.nats_config import AUDITOR, SOC_READER
 from services.iam.nats_files import WrittenAuth, write_nats_auth
+from services.iam.store import load_roster, roster_bucket, version_key
 from support import MEMBERS, demo_profiles, federation, wait_until
 from support_workloads import PLACING, demo_spec, members_known, placements
 
@@ -268,6 +269,13 @@ async def test_auditor_reads_fed_but_cannot_publish(secured_server) -> None:
         seen: list[tuple[str, str]] = []
         await collect(auditor, seen)
         await wait_until(lambda: ("amstel", "audited") in seen, what="the auditor's read")
+        assert env.trust.roster is not None
+        await (await roster_bucket(amstel)).create(version_key(1), env.trust.roster)
+        roster = await load_roster(auditor)  # the chain FED is judged by
+        assert roster is not None and roster.body.version == 1
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+            kv = await auditor.js.key_value(layout.KV_ROSTER)
+            await asyncio.wait_for(kv.put("v2", b"{}"), 2.0)
         with pytest.raises(REFUSED):
             await auditor.js.publish("fed.v1.security.violation.amstel", b"{}", timeout=0.5)
 
