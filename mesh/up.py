@@ -349,7 +349,9 @@ async def run_up(opts: UpOptions) -> int:
     if opts.found_only:
         say(f"founded federation {roster.body.federation!r} in {data_dir}: keys of "
             f"{', '.join(members)} in {data_dir / 'keys'}, genesis roster (version 1, "
-            f"threshold {roster.body.threshold}) in {data_dir / 'genesis.json'}")
+            f"threshold {roster.body.threshold}) in {data_dir / 'genesis.json'}"
+            + (f"; NATS accounts and nkey seeds in {data_dir / AUTH_DIR}" if opts.secure
+               else ""))
         return 0
 
     task = asyncio.current_task()

@@ -137,19 +137,23 @@ async def test_signed_publish_and_consume_work_within_the_rules(secured_server) 
 async def test_member_writes_only_its_own_keys_of_per_member_buckets(secured_server) -> None:
     async with secured(secured_server) as env:
         amstel = await env.bus("amstel", "amstel")
+        # What KeyValue.put and .delete publish, with a short wait for the refusal.
+        js = amstel.nc.jetstream(timeout=0.5)
+        delete = {"KV-Operation": "DEL"}
         for name in (layout.KV_MEMBERS, layout.KV_CAPACITY):
             kv = await amstel.kv(name)
             await kv.put("amstel", b"{}")  # its own key
             with pytest.raises(REFUSED):  # another member's: never stored
-                await kv.put("dommel", b"{}")
+                await js.publish(f"$KV.{name}.dommel", b"{}")
             with pytest.raises(REFUSED):
-                await kv.delete("dommel")
+                await js.publish(f"$KV.{name}.dommel", b"", headers=delete)
             assert await kv.keys() == ["amstel"]
         decisions = await amstel.kv(layout.KV_DECISIONS)
         await decisions.put("rotation.amstel", b"{}")
         with pytest.raises(REFUSED):  # nobody files a key rotation for another member
-            await decisions.put("rotation.dommel", b"{}")
+            await js.publish(f"$KV.{layout.KV_DECISIONS}.rotation.dommel", b"{}")
         await decisions.put("down.dommel", b"{}")  # shared: any member may declare
+        assert sorted(await decisions.keys()) == ["down.dommel", "rotation.amstel"]
 
 
 async def test_member_cannot_reconfigure_delete_or_purge_streams(secured_server) -> None:
@@ -159,11 +163,12 @@ async def test_member_cannot_reconfigure_delete_or_purge_streams(secured_server)
         info = await amstel.js.stream_info(layout.FED)
         config = info.config
         config.deny_delete = False
+        js = amstel.nc.jetstream(timeout=0.5)  # a short wait for each refusal
         calls = [
-            lambda: amstel.js.update_stream(config),  # would lift FED's deny_delete
-            lambda: amstel.js.delete_stream(f"KV_{layout.KV_MEMBERS}"),
-            lambda: amstel.js.purge_stream(f"KV_{layout.KV_ROSTER}"),
-            lambda: amstel.js.delete_msg(layout.FED, 1),
+            lambda: js.update_stream(config),  # would lift FED's deny_delete
+            lambda: js.delete_stream(f"KV_{layout.KV_MEMBERS}"),
+            lambda: js.purge_stream(f"KV_{layout.KV_ROSTER}"),
+            lambda: js.delete_msg(layout.FED, 1),
         ]
         for call in calls:
             with pytest.raises(REFUSED):
