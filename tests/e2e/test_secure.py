@@ -87,8 +87,11 @@ async def test_secure_up_enforces_nkeys_and_tokens(tmp_path: Path) -> None:
                             and all(r.state == "running" for r in record.replicas))
 
             await wait_until(running, timeout=60, what="minbzk-wiki running")
-            status = json_of(stekker(data_dir, "status", "--json"))
-            assert all(row["health"] for row in status), status
+            def all_healthy() -> bool:  # each node answers its health request
+                return all(row["health"] for row in json_of(stekker(data_dir, "status",
+                                                                    "--json")))
+
+            await wait_until(all_healthy, timeout=60, interval=0.5, what="healthy nodes")
             audit = stekker(data_dir, "audit", "verify")  # with the auditor's nkey
             assert audit.returncode == 0, audit.stdout + audit.stderr
 
