@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench lint schemas clean
+.PHONY: up up-secure test bench lint schemas clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 up: $(STAMP)
 	$(BIN)/stekker up
+
+up-secure: $(STAMP)
+	$(BIN)/stekker up --secure
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -47,7 +49,7 @@ from contracts.base import Event
 from contracts.security import SecurityViolation
 from mesh import layout
 from mesh.envelope import H_MEMBER, H_MSG_ID, H_SIG, H_TYPE, Envelope, open_message, seal
-from mesh.errors import NotConnected, Rejected, RetryableError, TerminalError
+from mesh.errors import ConfigError, NotConnected, Rejected, RetryableError, TerminalError
 from mesh.keys import Identity
 from mesh.observability import extract, inject, logger, tracer
 from mesh.replay import SeenMessages
@@ -172,12 +174,16 @@ class Bus:
         reconnect: bool = True,
         user: str | None = None,
         password: str | None = None,
+        nkey_file: Path | None = None,
     ) -> Bus:
         """Connect with retries (tenacity); raises NotConnected after the bound.
 
-        `user`/`password`: the NATS user of `stekker deploy nats-config`; None connects
-        without credentials (the open demo servers of `stekker up`).
+        `nkey_file`: a user's nkey seed from `stekker deploy nats-config` (the server's
+        nonce is signed with it); `user`/`password` for servers configured by hand; none
+        of them connects without credentials (the open servers of a plain `stekker up`).
         """
+        if nkey_file is not None and not os.path.isfile(nkey_file):  # noqa: ASYNC240 - one stat
+            raise ConfigError(f"NATS nkey seed {nkey_file}: no such file")
 
         errors: list[str] = []
 
@@ -206,6 +212,7 @@ class Bus:
                             error_cb=_error_cb,
                             user=user,
                             password=password,
+                            nkeys_seed=str(nkey_file) if nkey_file else None,
                         ),
                         timeout=min(5.0, connect_timeout_s),
                     )

@@ -16,6 +16,8 @@ Layout of a data folder:
     nats/<member>/              a member's server.conf and JetStream store (kept across runs)
     logs/<member>.nats.log      a member's nats-server output
     logs/<member>.node.log      a member's node output
+    nats-auth/                  `up --secure`: the servers' accounts, one nkey seed per user
+    tokens/<member>.jwt         `up --secure`: the local operator's token per member (0600)
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ STATE_VERSION = 1
 CLUSTER_NAME = "stekker"
 CREATE_TIME_SLACK = 0.05  # seconds; psutil's start time of one process is stable to ~10 ms
 POLL_INTERVAL = 0.05
+AUTH_DIR = "nats-auth"
+TOKENS_DIR = "tokens"
+# Every member's server.conf lives in `nats/<member>/`; nats-server resolves an include
+# relative to the file that holds it.
+SECURE_INCLUDE = f'include "../../{AUTH_DIR}/nats-accounts.conf"'
 
 
 def find_data_dir(explicit: Path | None = None) -> Path:
@@ -169,6 +176,7 @@ class MemberProcs:
     node_create_time: float | None = None
     node_log: str = ""
     node_argv: list[str] = field(default_factory=list)
+    extra_config: str = ""  # the `include` of the accounts under `up --secure`
 
     @property
     def url(self) -> str:
@@ -185,6 +193,7 @@ class MemberProcs:
             routes=list(self.routes),
             log_file=Path(self.nats_log) if self.nats_log else None,
             sync_always=self.sync_always,
+            extra_config=self.extra_config,
         )
 
     def nats_alive(self) -> bool:
@@ -208,6 +217,8 @@ class FederationState:
     started_at: str
     members: dict[str, MemberProcs] = field(default_factory=dict)
     version: int = STATE_VERSION
+    # `up --secure`: servers with the generated accounts, nodes with nkeys and tokens.
+    secure: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -225,6 +236,7 @@ class FederationState:
             started_at=data.get("started_at", ""),
             members=members,
             version=data.get("version", STATE_VERSION),
+            secure=bool(data.get("secure", False)),
         )
 
 
@@ -295,6 +307,11 @@ class LocalFederation:
 
     # queries
 
+    def is_secure(self) -> bool:
+        """Whether the recorded `stekker up` runs with the generated NATS accounts."""
+        state = self.load()
+        return state is not None and state.secure
+
     def is_running(self) -> bool:
         """Whether the recorded `stekker up` process is alive."""
         state = self.load()
@@ -325,6 +342,7 @@ class LocalFederation:
         up_pid: int | None = None,
         cluster_name: str = CLUSTER_NAME,
         sync_always: bool = True,
+        secure: bool = False,
     ) -> FederationState:
         """Record a new `stekker up` (this process unless `up_pid`) with one server per
         member. Raises AlreadyRunning if another live `up` owns the folder. Processes a
@@ -348,7 +366,10 @@ class LocalFederation:
                 up_create_time=create_time_of(up_pid),
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 members=self._plan(members, cluster_name, sync_always),
+                secure=secure,
             )
+            for procs in state.members.values():
+                procs.extra_config = SECURE_INCLUDE if secure else ""
             self.record(state)
             return state
 
@@ -475,6 +496,19 @@ class LocalFederation:
         self.wait_member_ready(member, timeout)
         if argv:
             self.start_member_node(member, argv)
+
+    def reload_servers(self) -> int:
+        """SIGHUP every live server of the folder: nats-server re-reads its config and
+        includes (new accounts). Returns how many were signalled."""
+        state = self.load()
+        signalled = 0
+        for procs in state.members.values() if state else []:
+            proc = _process(procs.nats_pid, procs.nats_create_time)
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGHUP)
+                    signalled += 1
+        return signalled
 
     # stopping
 

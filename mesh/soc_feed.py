@@ -8,6 +8,7 @@ that FED message and verifies it against the roster (`Bus.last_event` / `Bus.ver
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections import deque
@@ -22,10 +23,13 @@ from contracts.catalog import SOC_SUBJECTS, soc_subject
 from mesh import layout
 from mesh.bus import Bus
 from mesh.envelope import H_MSG_ID
+from mesh.errors import NotConnected
 from mesh.observability import logger
 
 log = logger("mesh.soc_feed")
 CONTENT_TYPE = "application/cloudevents+json"
+UNAVAILABLE_RETRIES = 50
+UNAVAILABLE_WAIT_S = 0.1
 
 
 async def publish_cloudevent(bus: Bus, subject: str, body: bytes, msg_id: str) -> int:
@@ -87,6 +91,7 @@ async def tail(
     if last is not None and severities:
         backlog = deque(maxlen=max(last, 0))
     caught_up = info.num_pending == 0
+    unavailable = 0
     try:
         while True:
             if caught_up:
@@ -102,6 +107,16 @@ async def tail(
                 # Nothing came: whatever was pending has been read.
                 caught_up = True
                 continue
+            except nats.js.errors.ServiceUnavailableError:
+                # The consumer was just made and its stream's cluster is still settling
+                # (503 to the pull request): ask again, for a while.
+                unavailable += 1
+                if unavailable > UNAVAILABLE_RETRIES:
+                    raise NotConnected("the SOC stream does not answer (503); try again "
+                                       "in a moment") from None
+                await asyncio.sleep(UNAVAILABLE_WAIT_S)
+                continue
+            unavailable = 0
             for msg in msgs:
                 if msg.metadata is not None and msg.metadata.num_pending == 0:
                     caught_up = True

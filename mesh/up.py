@@ -44,11 +44,12 @@ from contracts.registry import MemberProfile
 from contracts.state import MemberRecord
 from contracts.workload import WorkloadSpec, WorkloadSubmitted
 from mesh import layout
+from mesh.accounts import AccountsFollower
 from mesh.bus import Bus
 from mesh.errors import AlreadyRunning, ConfigError, NatsServerFailed, NodeFailed
 from mesh.keys import load_identity
 from mesh.live import EventFeed, Gatherer, LineLog, render
-from mesh.localfed import LocalFederation, find_data_dir
+from mesh.localfed import AUTH_DIR, LocalFederation, find_data_dir
 from mesh.runtime import health_subject
 from mesh.server import is_ready, log_tail
 from mesh.specfile import load_member_profile, load_workload
@@ -97,6 +98,9 @@ class UpOptions:
     ready_timeout_s: float = 60.0
     sync_always: bool = True
     federation: str = FEDERATION
+    # Servers with the accounts of `stekker deploy nats-config`, nodes with their own
+    # nkeys and --require-tokens, the CLI with the local operator's token.
+    secure: bool = False
     say: Say = field(default=say_stdout)
 
 
@@ -143,12 +147,15 @@ def node_argv(
     driver: str,
     replicas: int,
     services: list[str] | None = None,
+    nkey_file: Path | None = None,
 ) -> list[str]:
-    """How `up` runs a member's node; recorded, so `member start` repeats it exactly."""
+    """How `up` runs a member's node; recorded, so `member start` repeats it exactly.
+    With `nkey_file` (`up --secure`) the node logs in with it and requires tokens."""
     argv = [
         sys.executable, "-m", "mesh.cli.main",
         "--data-dir", str(data_dir),
         "--nats", url,
+        *(["--nkey", str(nkey_file)] if nkey_file else []),
         "node",
         "--member", member,
         "--config", str(profile_path),
@@ -157,6 +164,8 @@ def node_argv(
     ]
     if services:
         argv += ["--services", ",".join(services)]
+    if nkey_file:
+        argv += ["--require-tokens"]
     return argv
 
 
@@ -247,8 +256,10 @@ async def provision(bus: Bus, replicas: int, timeout: float) -> None:
         raise NatsServerFailed(f"cannot create the federation's streams: {exc}") from None
 
 
-async def submit_workloads(bus: Bus, specs: list[WorkloadSpec]) -> list[int]:
-    """Publish a `WorkloadSubmitted` per spec, signed by the bus's member.
+async def submit_workloads(bus: Bus, specs: list[WorkloadSpec],
+                           headers: dict[str, str] | None = None) -> list[int]:
+    """Publish a `WorkloadSubmitted` per spec, signed by the bus's member; `headers`
+    carry its token when the nodes require one.
 
     The message id derives from the spec, so submitting the same file twice within
     JetStream's duplicate window stores it once; later resubmissions are harmless too,
@@ -258,7 +269,8 @@ async def submit_workloads(bus: Bus, specs: list[WorkloadSpec]) -> list[int]:
     for spec in specs:
         digest = hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:16]
         seqs.append(await bus.publish(WorkloadSubmitted(spec=spec),
-                                      msg_id=f"up-submit-{spec.id}-{digest}"))
+                                      msg_id=f"up-submit-{spec.id}-{digest}",
+                                      extra_headers=headers))
     return seqs
 
 
@@ -275,12 +287,15 @@ def cli_prefix(data_dir: Path) -> str:
 def banner(fed: LocalFederation, members: list[str], federation: str = FEDERATION) -> list[str]:
     state = fed.load()
     urls = [state.members[m].url for m in members] if state else []
-    return [
+    lines = [
         f"stekker up: federation {federation!r} with {', '.join(members)}",
         f"  data folder  {fed.data_dir}",
         f"  NATS         {', '.join(urls)}",
         f"  logs         {fed.logs_dir}",
     ]
+    if state is not None and state.secure:
+        lines.append(f"  secure       nkey logins ({fed.data_dir / AUTH_DIR}), tokens required")
+    return lines
 
 
 def next_steps(data_dir: Path, members: list[str]) -> list[str]:
@@ -329,10 +344,14 @@ async def run_up(opts: UpOptions) -> int:
             f"stekker up already runs in {data_dir} (pid {state.up_pid if state else '?'})"
         )
     roster = found_local_federation(data_dir, opts.federation, [p for _, p in profiles])
+    if opts.secure:
+        secure_local_federation(data_dir, roster)
     if opts.found_only:
         say(f"founded federation {roster.body.federation!r} in {data_dir}: keys of "
             f"{', '.join(members)} in {data_dir / 'keys'}, genesis roster (version 1, "
-            f"threshold {roster.body.threshold}) in {data_dir / 'genesis.json'}")
+            f"threshold {roster.body.threshold}) in {data_dir / 'genesis.json'}"
+            + (f"; NATS accounts and nkey seeds in {data_dir / AUTH_DIR}" if opts.secure
+               else ""))
         return 0
 
     task = asyncio.current_task()
@@ -352,7 +371,8 @@ async def run_up(opts: UpOptions) -> int:
     claimed = False
     code = 0
     try:
-        fed.claim(members, sync_always=opts.sync_always)  # AlreadyRunning on a race
+        # AlreadyRunning on a race
+        fed.claim(members, sync_always=opts.sync_always, secure=opts.secure)
         claimed = True
         code = await _run(opts, fed, profiles, specs, data_dir, say)
     except asyncio.CancelledError:
@@ -414,10 +434,13 @@ async def _run(
     state = fed.load()
     assert state is not None
     urls = [state.members[m].url for m in members]
-    bus = await Bus.connect(urls, identity=load_identity(data_dir / "keys", members[0]),
-                            service="up", name="stekker-up")
+    first = members[0]
+    bus = await Bus.connect(urls, identity=load_identity(data_dir / "keys", first),
+                            service="up", name="stekker-up",
+                            nkey_file=seed_file(data_dir, first) if opts.secure else None)
     feed: EventFeed | None = None
     gatherer: Gatherer | None = None
+    following: asyncio.Task[None] | None = None
     try:
         await provision(bus, replicas, opts.ready_timeout_s)
         say(f"NATS cluster ready ({len(members)} servers, state replicated {replicas}x) "
@@ -427,17 +450,22 @@ async def _run(
                 data_dir=data_dir, url=state.members[profile.id].url, member=profile.id,
                 profile_path=path, driver=opts.driver, replicas=replicas,
                 services=opts.services,
+                nkey_file=seed_file(data_dir, profile.id) if opts.secure else None,
             ))
         await wait_nodes_ready(fed, bus, members, opts.ready_timeout_s)
         await _install_roster(bus)
         say(f"nodes ready and announced in {time.monotonic() - started:.1f}s "
             f"(driver {opts.driver})")
         if specs:
-            await submit_workloads(bus, [spec for _, spec in specs])
+            headers = operator_token_header(data_dir, bus) if opts.secure else None
+            await submit_workloads(bus, [spec for _, spec in specs], headers)
             say(f"submitted {len(specs)} workloads from {opts.workloads_dir} "
                 f"(signed by {members[0]})")
         for line in next_steps(data_dir, members):
             say(line)
+        if opts.secure:
+            follower = AccountsFollower(fed, written_version=1)  # from genesis.json
+            following = asyncio.create_task(follower.follow(bus, say), name="accounts")
         feed = EventFeed(bus)
         await feed.start()
         gatherer = Gatherer(bus, fed=fed, feed=feed)
@@ -448,11 +476,38 @@ async def _run(
             await _watch_lines(gatherer, feed, say)
         return 0
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         if gatherer is not None:
             await gatherer.close()
         if feed is not None:
             await feed.stop()
         await bus.close()
+
+
+def secure_local_federation(data_dir: Path, roster: Any) -> None:
+    """`up --secure`: the accounts and every user's nkey seed in `<data>/nats-auth`,
+    from the genesis roster (regenerated on every start; seeds are kept)."""
+    from services.iam.nats_files import write_nats_auth
+
+    write_nats_auth(data_dir / AUTH_DIR, roster)
+
+
+def seed_file(data_dir: Path, user: str) -> Path:
+    from services.iam.nats_files import seed_path
+
+    return seed_path(data_dir / AUTH_DIR, user)
+
+
+def operator_token_header(data_dir: Path, bus: Bus) -> dict[str, str]:
+    """The local operator's token of the bus's member, as `stekker` commands send it."""
+    from services.iam.token_files import local_operator_token
+    from services.iam.tokens import H_TOKEN
+
+    assert bus.identity is not None
+    return {H_TOKEN: local_operator_token(data_dir, bus.identity, dt.datetime.now(dt.UTC))}
 
 
 async def _install_roster(bus: Bus) -> None:

@@ -61,6 +61,8 @@ class Federation:
     settings: NodeSettings
     nodes: dict[str, Node] = field(default_factory=dict)
     extra_buses: list[Bus] = field(default_factory=list)
+    # Per member, the nkey seed file it logs in with (servers with generated accounts).
+    logins: dict[str, Path] = field(default_factory=dict)
 
     def identity(self, member: str) -> Identity:
         return load_identity(self.data_dir / "keys", member)
@@ -69,7 +71,7 @@ class Federation:
         identity = self.identity(member)
         trust = TrustStore()
         bus = await Bus.connect(self.urls, identity=identity, trust=trust,
-                                service=f"node-{member}")
+                                service=f"node-{member}", nkey_file=self.logins.get(member))
         await bus.provision(self.settings.replicas)
         ctx = NodeContext(bus=bus, identity=identity, profile=self.profiles[member],
                           data_dir=self.data_dir, settings=self.settings, trust=trust)
@@ -87,7 +89,8 @@ class Federation:
         from services.iam.service import load_roster
 
         identity = self.identity(member) if member else None
-        bus = await Bus.connect(self.urls, identity=identity, service="test")
+        bus = await Bus.connect(self.urls, identity=identity, service="test",
+                                nkey_file=self.logins.get(member) if member else None)
         roster = await wait_until(lambda: load_roster(bus), what="roster")
         bus.trust = TrustStore(roster)
         self.extra_buses.append(bus)
@@ -110,11 +113,12 @@ async def federation(
     services: Sequence[str] | None = None,
     members: Sequence[str] = MEMBERS,
     settings: NodeSettings | None = None,
+    logins: dict[str, Path] | None = None,
 ) -> AsyncIterator[Federation]:
     profiles = {p.id: p for p in demo_profiles()}
     found_local_federation(data_dir, "stekker-test", list(profiles.values()))
     fed = Federation(urls=urls, data_dir=data_dir, profiles=profiles,
-                     settings=settings or NodeSettings())
+                     settings=settings or NodeSettings(), logins=dict(logins or {}))
     try:
         for member in members:
             await fed.start_node(member, services)

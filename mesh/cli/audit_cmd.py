@@ -16,8 +16,12 @@ EXIT_DID_NOT_HOLD = 2
 
 
 async def _verify(since: int) -> AuditReport:
+    from services.iam.nats_config import AUDITOR
+
     # Unsigned: an auditor publishes nothing (not even violation reports of what it reads).
-    bus = await common.open_bus(sign=False)
+    # In a `stekker up --secure` folder it reads with the auditor's nkey: FED and the
+    # roster bucket, nothing else.
+    bus = await common.open_bus(sign=False, login=AUDITOR)
     try:
         auditor = Auditor(since=since)
         # From the first message, whatever --since says: the rosters and profiles of the

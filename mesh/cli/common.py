@@ -24,7 +24,7 @@ from rich.table import Table
 from mesh.bus import Bus
 from mesh.errors import FederationNotRunning, MeshError
 from mesh.keys import Identity, load_identity
-from mesh.localfed import LocalFederation, find_data_dir
+from mesh.localfed import AUTH_DIR, LocalFederation, find_data_dir
 from mesh.trust import TrustStore
 
 T = TypeVar("T")
@@ -36,24 +36,41 @@ class Settings:
     nats: list[str] | None
     acting_as: str | None
     token: str | None = None
+    nkey: Path | None = None
 
 
 _settings = Settings(data_dir=Path(".stekker"), nats=None, acting_as=None)
 
 
 def configure(data_dir: Path | None, nats: str | None, acting_as: str | None,
-              token: str | None = None) -> None:
+              token: str | None = None, nkey: Path | None = None) -> None:
     _settings.data_dir = find_data_dir(data_dir)
     _settings.nats = [u.strip() for u in nats.split(",") if u.strip()] if nats else None
     _settings.acting_as = acting_as
     _settings.token = token or None
+    _settings.nkey = nkey
+
+
+def _local_secure() -> bool:
+    """Whether the data folder holds a `stekker up --secure` (servers with accounts)."""
+    return LocalFederation(_settings.data_dir).is_secure()
 
 
 def token_headers() -> dict[str, str]:
-    """The bearer token (`--token`/STEKKER_TOKEN) as the `Fed-Token` header of a request."""
+    """The bearer token as the `Fed-Token` header of a request: `--token`/STEKKER_TOKEN,
+    else in a `stekker up --secure` folder the local operator's token of the acting
+    member (`<data>/tokens/<member>.jwt`, renewed when short), else none."""
+    import datetime as dt
+
+    from services.iam.token_files import local_operator_token
     from services.iam.tokens import H_TOKEN
 
-    return {H_TOKEN: _settings.token} if _settings.token else {}
+    if _settings.token:
+        return {H_TOKEN: _settings.token}
+    if not _local_secure():
+        return {}
+    now = dt.datetime.now(dt.UTC)
+    return {H_TOKEN: local_operator_token(_settings.data_dir, acting_identity(), now)}
 
 
 def settings() -> Settings:
@@ -74,35 +91,53 @@ def servers() -> list[str]:
     return urls
 
 
-def nats_credentials() -> tuple[str | None, str | None]:
-    """The NATS user and password of `stekker deploy nats-config` (STEKKER_NATS_USER,
-    STEKKER_NATS_PASSWORD); (None, None) on the open servers of `stekker up`."""
-    return (os.environ.get("STEKKER_NATS_USER") or None,
-            os.environ.get("STEKKER_NATS_PASSWORD") or None)
+def nats_credentials(user: str | None = None) -> dict[str, Any]:
+    """How to log in to NATS, as keyword arguments of `Bus.connect`:
+
+    `--nkey`/STEKKER_NATS_NKEY (a user's seed file of `stekker deploy nats-config`); else
+    STEKKER_NATS_USER and STEKKER_NATS_PASSWORD; else, in the folder of a `stekker up
+    --secure`, the seed `up` wrote for `user` (default: the acting member); else none
+    (the open servers of a plain `stekker up`).
+    """
+    if _settings.nkey is not None:
+        return {"nkey_file": _settings.nkey}
+    if os.environ.get("STEKKER_NATS_USER"):
+        return {"user": os.environ["STEKKER_NATS_USER"],
+                "password": os.environ.get("STEKKER_NATS_PASSWORD") or None}
+    if _local_secure():
+        from services.iam.nats_files import seed_path
+
+        return {"nkey_file": seed_path(_settings.data_dir / AUTH_DIR, user or acting_member())}
+    return {}
+
+
+def acting_member() -> str:
+    """--as, else the first member with a key in the data folder."""
+    if _settings.acting_as is not None:
+        return _settings.acting_as
+    keys_dir = _settings.data_dir / "keys"
+    found = sorted(p.stem for p in keys_dir.glob("*.key")) if keys_dir.is_dir() else []
+    if not found:
+        raise FederationNotRunning(
+            f"no member key in {keys_dir}; pass --as MEMBER with a key there"
+        )
+    return found[0]
 
 
 def acting_identity(member: str | None = None) -> Identity:
     """The member key the CLI signs with: --as, else the first key in the data folder."""
-    keys_dir = _settings.data_dir / "keys"
-    member = member or _settings.acting_as
-    if member is None:
-        found = sorted(p.stem for p in keys_dir.glob("*.key")) if keys_dir.is_dir() else []
-        if not found:
-            raise FederationNotRunning(
-                f"no member key in {keys_dir}; pass --as MEMBER with a key there"
-            )
-        member = found[0]
-    return load_identity(keys_dir, member)
+    return load_identity(_settings.data_dir / "keys", member or acting_member())
 
 
-async def open_bus(*, sign: bool = False, service: str = "cli") -> Bus:
-    """Connect and put the roster in force, so everything read is verified."""
+async def open_bus(*, sign: bool = False, service: str = "cli",
+                   login: str | None = None) -> Bus:
+    """Connect and put the roster in force, so everything read is verified. `login`:
+    the NATS user in a `stekker up --secure` folder (default: the acting member)."""
     from services.iam.service import load_roster
 
     identity = acting_identity() if sign else None
-    user, password = nats_credentials()
     bus = await Bus.connect(servers(), identity=identity, service=service,
-                            connect_timeout_s=5.0, user=user, password=password)
+                            connect_timeout_s=5.0, **nats_credentials(login))
     try:
         roster = await load_roster(bus)
     except Exception:

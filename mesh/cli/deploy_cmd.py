@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import cast
 
@@ -14,10 +12,7 @@ from mesh.cli import common
 from mesh.errors import ConfigError, MeshError
 from mesh.trust import verify_genesis
 from services.iam.founding import read_json
-from services.iam.nats_config import nats_auth_config
-
-ACCOUNTS_FILE = "nats-accounts.conf"
-SECRETS_FILE = "nats-users.secret.json"
+from services.iam.nats_files import ACCOUNTS_FILE, write_nats_auth
 
 
 async def _roster_in_force() -> Roster:
@@ -36,26 +31,6 @@ def _roster_file(path: Path) -> Roster:
     return roster
 
 
-def _known_passwords(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a secrets file: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: not a secrets file (expected a JSON object)")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _write_secret(path: Path, text: str) -> None:
-    """Create or replace with mode 0600 from the first byte (never world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(path, 0o600)
-
-
 def register(app: typer.Typer) -> None:
     from mesh.cli.up_cmd import _group
 
@@ -70,33 +45,38 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="What was written, as JSON."),
     ) -> None:
-        """nats-server accounts from the roster: one user per active member that may
-        publish only as itself, a `soc-reader` (reads SOC) and an `auditor` (reads FED).
+        """nats-server accounts from the roster: one nkey user per active member that
+        publishes only as itself, writes only its own keys of the per-member buckets and
+        cannot reconfigure, delete or purge streams; a `soc-reader` (reads SOC) and an
+        `auditor` (reads FED); nobody else connects (see docs/identity.md).
 
-        Writes `nats-accounts.conf` (bcrypt hashes; add `include nats-accounts.conf` to
-        each server's config) and `nats-users.secret.json` (the passwords, mode 0600;
-        passwords already in it are kept). Regenerate after every roster change.
+        Writes `nats-accounts.conf` (public nkeys and permissions; add `include
+        nats-accounts.conf` to each server's config) and one seed per user,
+        `<user>.nk` (mode 0600; seeds already there are kept). Regenerate and reload
+        the servers after every roster change.
         """
         try:
             roster = _roster_file(roster_file) if roster_file else common.run(_roster_in_force)
-            out.mkdir(parents=True, exist_ok=True)
-            secrets_path = out / SECRETS_FILE
-            auth = nats_auth_config(roster, _known_passwords(secrets_path))
-            accounts_path = out / ACCOUNTS_FILE
-            accounts_path.write_text(auth.accounts, encoding="utf-8")
-            _write_secret(secrets_path, json.dumps(auth.passwords, indent=2) + "\n")
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--out {out}: not a folder")
+            written = write_nats_auth(out, roster)
         except (MeshError, OSError, ValueError) as exc:
             common.fail(str(exc))
+        users = written.auth.users
         if as_json:
             common.print_json({
                 "roster_version": roster.body.version,
-                "accounts": str(accounts_path),
-                "secrets": str(secrets_path),
+                "accounts": str(written.accounts),
+                "seeds": {name: str(path) for name, path in written.seeds.items()},
                 "users": [{"name": u.name, "kind": u.kind, "publish": list(u.publish),
-                           "subscribe": list(u.subscribe)} for u in auth.users],
+                           "publish_deny": list(u.publish_deny),
+                           "subscribe": list(u.subscribe),
+                           "subscribe_deny": list(u.subscribe_deny)} for u in users],
             })
             return
-        typer.echo(f"roster v{roster.body.version}: {len(auth.users)} users "
-                   f"({', '.join(u.name for u in auth.users)})")
-        typer.echo(f"accounts: {accounts_path} (add `include {ACCOUNTS_FILE}` to nats-server.conf)")
-        typer.echo(f"passwords: {secrets_path} (mode 0600; give each user only its own)")
+        typer.echo(f"roster v{roster.body.version}: {len(users)} users "
+                   f"({', '.join(u.name for u in users)})")
+        typer.echo(f"accounts: {written.accounts} (add `include {ACCOUNTS_FILE}` to "
+                   "nats-server.conf)")
+        typer.echo(f"seeds: {out}/<user>.nk (mode 0600; give each user only its own, "
+                   "e.g. STEKKER_NATS_NKEY=<file>)")

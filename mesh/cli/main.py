@@ -38,10 +38,16 @@ def _root(
     token: str | None = typer.Option(
         None, "--token", envvar="STEKKER_TOKEN",
         help="Your bearer token (`stekker token issue`), sent with submissions and "
-        "takeover requests; needed when the nodes run with --require-tokens.",
+        "takeover requests; needed when the nodes run with --require-tokens. In a "
+        "`stekker up --secure` folder the local operator's token is used by default.",
+    ),
+    nkey: Path | None = typer.Option(
+        None, "--nkey", envvar="STEKKER_NATS_NKEY",
+        help="NATS nkey seed file (`stekker deploy nats-config`) to log in with; default: "
+        "in a `stekker up --secure` folder the acting member's, else none.",
     ),
 ) -> None:
-    common.configure(data_dir, nats, acting_as, token)
+    common.configure(data_dir, nats, acting_as, token, nkey)
     if ctx.invoked_subcommand not in ("node", "service"):
         # Commands for people log warnings only, to stderr; nodes set up their own logs.
         observability.setup("cli", level=os.environ.get("STEKKER_LOG_LEVEL", "warning"))

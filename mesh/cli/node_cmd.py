@@ -38,10 +38,10 @@ async def _run(member: str, config: Path | None, services: list[str] | None,
     trust = TrustStore()
     # How long to keep trying to reach NATS at start (a cluster may still be electing).
     connect_timeout = float(os.environ.get("STEKKER_CONNECT_TIMEOUT", "30"))
-    user, password = common.nats_credentials()
     bus = await Bus.connect(common.servers(), identity=identity, trust=trust,
                             service="node", name=f"stekker-node-{member}",
-                            connect_timeout_s=connect_timeout, user=user, password=password)
+                            connect_timeout_s=connect_timeout,
+                            **common.nats_credentials(member))
     await bus.provision(settings.replicas)
     ctx = NodeContext(bus=bus, identity=identity, profile=profile, data_dir=data_dir,
                       settings=settings, trust=trust)

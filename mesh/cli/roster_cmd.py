@@ -32,9 +32,8 @@ async def _stored_chain() -> list[Roster]:
     from mesh.bus import Bus
 
     # Unverified on purpose: `verify` must see a broken chain to report it.
-    user, password = common.nats_credentials()
     bus = await Bus.connect(common.servers(), service="cli-roster", connect_timeout_s=5.0,
-                            user=user, password=password)
+                            **common.nats_credentials())
     try:
         return await read_chain(bus)
     finally:

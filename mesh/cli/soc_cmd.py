@@ -34,7 +34,13 @@ def _print_line(ce: dict[str, Any]) -> None:
 
 
 async def _tail(follow: bool, as_json: bool, severity: str | None, last: int | None) -> None:
-    bus = await common.open_bus(sign=False, service="soc-tail")
+    from mesh.bus import Bus
+    from services.iam.nats_config import SOC_READER
+
+    # The feed is plain CloudEvents, nothing to verify against the roster: in a `stekker
+    # up --secure` folder it is read with the soc-reader's nkey, which can read SOC only.
+    bus = await Bus.connect(common.servers(), service="soc-tail", connect_timeout_s=5.0,
+                            **common.nats_credentials(SOC_READER))
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     interrupted = False

@@ -70,7 +70,7 @@ async def _health_of(urls: list[str], members: list[str]) -> dict[str, dict[str,
         return dict.fromkeys(members)
     try:
         bus = await Bus.connect(urls, connect_timeout_s=3.0, reconnect=False,
-                                name="stekker-status")
+                                name="stekker-status", **common.nats_credentials())
     except MeshError:
         return dict.fromkeys(members)
     try:
@@ -123,7 +123,7 @@ def _health_summary(health: dict[str, Any] | None) -> str:
 
 async def _wait_node_healthy(fed: LocalFederation, member: str, timeout: float) -> None:
     bus = await Bus.connect(fed.require_urls(), connect_timeout_s=timeout,
-                            name="stekker-member-start")
+                            name="stekker-member-start", **common.nats_credentials())
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -183,6 +183,14 @@ def register(app: typer.Typer) -> None:
             help="Only write the members' keys and the genesis roster into the data "
             "folder, start nothing (for nodes run by containers or systemd).",
         ),
+        secure: bool = typer.Option(
+            False, "--secure",
+            help="Enforce identity at the bus too: the servers run the accounts of "
+            "`stekker deploy nats-config` (written to <data>/nats-auth), each node logs in "
+            "with its member's nkey and runs --require-tokens; `stekker` commands in this "
+            "folder use the acting member's nkey and the local operator's token "
+            "(<data>/tokens) by themselves.",
+        ),
     ) -> None:
         """Start the local federation and show it live until Ctrl-C stops it.
 
@@ -205,6 +213,7 @@ def register(app: typer.Typer) -> None:
             services=names,
             ready_timeout_s=timeout,
             found_only=found_only,
+            secure=secure,
         )
         code = common.run(lambda: run_up(opts))
         raise typer.Exit(code)

@@ -2,24 +2,23 @@
 
 Pure functions, no bus. Message signatures already stop a member from speaking as
 another at every receiver (DESIGN §4); this is the second wall, at the server, so a
-forged message never even reaches the streams:
+forged message never even reaches the streams, and a KV key or a stream's configuration
+a member has no business with cannot be written by it:
 
 - one account (`FED`, JetStream enabled) for the whole federation;
-- one user per **active** roster member. It may publish only on subjects whose publisher
-  segment is itself (`fed.v1.*.*.<m>`, `fed.v1.*.*.<m>.>`, `soc.v1.*.<m>`), plus what
-  the services need for JetStream, KV, object store and request/reply (`$JS.API.>`,
-  `$JS.ACK.>`, `$JS.FC.>`, `$KV.>`, `$O.>`, `_INBOX.>`, `stekker.v1.>`). A suspended or
-  removed member has no user once the configuration is regenerated;
-- `soc-reader`: subscribes only on `soc.v1.>` and `_INBOX.>`, and publishes only the
-  JetStream API calls needed to read the `SOC` stream through its own consumer;
-- `auditor`: the same for the `FED` stream.
+- one **nkey** user per **active** roster member (`member_user`). It publishes events
+  only with its own publisher segment, writes only its own keys of the per-member
+  buckets, and calls only the JetStream API a service needs (no stream update, delete
+  or purge). A suspended or removed member has no user once the config is regenerated;
+- `soc-reader`: subscribes only on `soc.v1.>` and its inbox, and publishes only the
+  JetStream API calls to read the `SOC` stream through its own consumer;
+- `auditor`: the same for the `FED` stream and the roster bucket (`stekker audit
+  verify` checks FED against the roster chain).
 
-Known limit: `$KV.>` and `$O.>` are open to every member's user, so KV writes are not
-narrowed per member (a member could write another's keys; services re-verify the signed
-values they read, e.g. the roster chain). Readers and auditors cannot write at all.
-
-Users authenticate with passwords (the `nkeys` package is not installable here); the
-config holds only bcrypt hashes, the passwords go to a separate 0600 secrets file.
+Users authenticate with nkeys (Ed25519; the server sends a nonce, the client signs it):
+the config holds public keys only, the seeds go to separate 0600 files. The nkeys are
+not the members' roster keys on purpose: a server chosen by another member picks the
+nonce, and a roster key must never sign bytes chosen by someone else.
 """
 
 from __future__ import annotations
@@ -29,20 +28,50 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import bcrypt
+import nkeys
 
 from contracts.catalog import FED_SUBJECTS, SOC_SUBJECTS
 from contracts.iam import Roster
+from mesh import layout
 
 ACCOUNT = "FED"
 SOC_READER = "soc-reader"
 AUDITOR = "auditor"
 READERS = (SOC_READER, AUDITOR)
-BCRYPT_ROUNDS = 11  # nats-server checks the hash on every connect; 11 costs ~0.1 s
 
-# What every service of a member needs besides its own subjects.
-SERVICE_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>",
-                   "stekker.v1.>")
+# Buckets whose keys are member ids, written only by that member's own services (its
+# registry materialises its own announcements and capacity reports).
+OWN_KEY_BUCKETS = (layout.KV_MEMBERS, layout.KV_CAPACITY)
+# `fed_decisions/rotation.<M>`: a key rotation is filed by the rotating member only.
+ROTATION_KEY = "rotation"
+
+# The JetStream API a member's services call. Not in it: STREAM.UPDATE (could lift FED's
+# deny_delete), STREAM.DELETE, STREAM.PURGE (but the object store's own, which replacing
+# or deleting a blob needs), STREAM.MSG.DELETE, snapshots, restores, peer removal,
+# leader step-downs, META and SERVER calls. STREAM.CREATE stays: every node provisions
+# what is missing at start, and a create of an existing stream with another config is
+# refused by the server.
+MEMBER_JS_API = (
+    "$JS.API.INFO",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.CREATE.*",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.DIRECT.GET.>",
+    f"$JS.API.STREAM.PURGE.OBJ_{layout.OBJ_DATA}",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.NAMES.>",
+    "$JS.API.CONSUMER.LIST.>",
+    "$JS.API.CONSUMER.MSG.NEXT.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.ACK.>",
+    "$JS.FC.>",
+)
+# Request/reply: health requests to any node, replies to whoever asked.
+MEMBER_REQUESTS = ("stekker.v1.>", "_INBOX.>")
 
 
 @dataclass(frozen=True)
@@ -53,13 +82,39 @@ class NatsUser:
     kind: str  # "member" | "reader"
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
 
 
-def member_user(member: str) -> NatsUser:
-    """A member's services: publish as itself only; read everything."""
-    own = (f"fed.v1.*.*.{member}", f"fed.v1.*.*.{member}.>", f"soc.v1.*.{member}")
-    return NatsUser(name=member, kind="member", publish=own + SERVICE_PUBLISH,
-                    subscribe=(">",))
+def kv_writes(member: str) -> tuple[str, ...]:
+    """The KV and object-store subjects member `member` may publish to (writes, deletes,
+    purges of a key all publish on `$KV.<bucket>.<key>`)."""
+    own = tuple(f"$KV.{b}.{member}" for b in OWN_KEY_BUCKETS)
+    # Placements, reservations, decisions, sagas and the roster chain are written by
+    # every member's services by design (CAS decides; signed contents are re-verified).
+    shared = tuple(f"$KV.{b.name}.>" for b in layout.BUCKETS if b.name not in OWN_KEY_BUCKETS)
+    # Object names and chunk ids carry no member: the store is shared, sha256 checked.
+    return own + shared + (f"$O.{layout.OBJ_DATA}.>",)
+
+
+def member_user(member: str, others: list[str]) -> NatsUser:
+    """A member's services: publish as itself only, write only what its services write;
+    read everything but JetStream's API requests and other nodes' health requests."""
+    events = (f"fed.v1.*.*.{member}", f"fed.v1.*.*.{member}.>", f"soc.v1.*.{member}")
+    others = sorted(set(others) - {member})
+    return NatsUser(
+        name=member,
+        kind="member",
+        publish=events + kv_writes(member) + MEMBER_JS_API + MEMBER_REQUESTS,
+        subscribe=(">",),
+        # Deny wins over allow: another member's rotation key stays closed inside the
+        # otherwise shared `fed_decisions`.
+        publish_deny=tuple(f"$KV.{layout.KV_DECISIONS}.{ROTATION_KEY}.{o}" for o in others),
+        # Whoever subscribes on `$JS.API.>` could answer JetStream calls in the server's
+        # place (a forged KV read); whoever subscribes on another node's health subject
+        # could answer for it.
+        subscribe_deny=("$JS.API.>", *(f"stekker.v1.health.{o}" for o in others)),
+    )
 
 
 def stream_reader_calls(stream: str) -> tuple[str, ...]:
@@ -82,9 +137,9 @@ def stream_reader_calls(stream: str) -> tuple[str, ...]:
     )
 
 
-def reader_user(name: str, stream: str, subjects: list[str]) -> NatsUser:
-    return NatsUser(name=name, kind="reader", publish=stream_reader_calls(stream),
-                    subscribe=(*subjects, "_INBOX.>"))
+def reader_user(name: str, streams: tuple[str, ...], subjects: list[str]) -> NatsUser:
+    calls = tuple(dict.fromkeys(c for stream in streams for c in stream_reader_calls(stream)))
+    return NatsUser(name=name, kind="reader", publish=calls, subscribe=(*subjects, "_INBOX.>"))
 
 
 def users_for(roster: Roster) -> list[NatsUser]:
@@ -94,32 +149,50 @@ def users_for(roster: Roster) -> list[NatsUser]:
     if clash:
         raise ValueError(f"member id(s) {sorted(clash)} clash with reader user names")
     return [
-        *(member_user(m) for m in members),
-        reader_user(SOC_READER, "SOC", SOC_SUBJECTS),
-        reader_user(AUDITOR, "FED", FED_SUBJECTS),
+        *(member_user(m, members) for m in members),
+        reader_user(SOC_READER, (layout.SOC,), SOC_SUBJECTS),
+        # An auditor replays FED against the roster chain, so it reads that bucket too.
+        reader_user(AUDITOR, (layout.FED, f"KV_{layout.KV_ROSTER}"), FED_SUBJECTS),
     ]
 
 
-def passwords_for(users: list[NatsUser], known: Mapping[str, str]) -> dict[str, str]:
-    """Keep the passwords already handed out; make new ones for new users only, so
+def new_seed() -> str:
+    """A fresh nkey user seed (`SU...`)."""
+    return bytes(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)).decode()
+
+
+def public_nkey(seed: str) -> str:
+    """The public nkey (`U...`) of a user seed; ValueError when it is not one."""
+    try:
+        pair = nkeys.from_seed(bytearray(seed.strip().encode()))
+    except (nkeys.NkeysError, ValueError, TypeError) as exc:
+        raise ValueError(f"not an nkey seed: {exc}") from None
+    public = bytes(pair.public_key).decode()
+    if not public.startswith("U"):
+        raise ValueError("not an nkey user seed (its public key does not start with U)")
+    return public
+
+
+def seeds_for(users: list[NatsUser], known: Mapping[str, str]) -> dict[str, str]:
+    """Keep the seeds already handed out; make new ones for new users only, so
     regenerating after a roster change does not lock out running nodes."""
-    return {u.name: known.get(u.name) or secrets.token_urlsafe(24) for u in users}
-
-
-def hash_password(password: str) -> str:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+    return {u.name: known.get(u.name) or new_seed() for u in users}
 
 
 def _list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def render_accounts(users: list[NatsUser], hashes: Mapping[str, str],
+def _permission(allow: tuple[str, ...], deny: tuple[str, ...]) -> str:
+    return f"{{ allow: {_list(allow)}" + (f", deny: {_list(deny)}" if deny else "") + " }"
+
+
+def render_accounts(users: list[NatsUser], public_keys: Mapping[str, str],
                     *, federation: str, version: int) -> str:
     """The `accounts { ... }` block (nats-server config syntax) for `users`.
 
     Strings are JSON-quoted: quoted values are not `$VARIABLE`-expanded by nats-server,
-    which matters for bcrypt hashes (`$2b$...`).
+    which matters for subjects such as `$KV.fed_members.amstel`.
     """
     lines = [
         f"# generated by `stekker deploy nats-config` from roster v{version} of "
@@ -131,12 +204,11 @@ def render_accounts(users: list[NatsUser], hashes: Mapping[str, str],
     ]
     for user in users:
         lines += [
-            f"      {{ # {user.kind}",
-            f"        user: {json.dumps(user.name)}",
-            f"        password: {json.dumps(hashes[user.name])}",
+            f"      {{ # {user.kind} {user.name}",
+            f"        nkey: {json.dumps(public_keys[user.name])}",
             "        permissions: {",
-            f"          publish: {{ allow: {_list(user.publish)} }}",
-            f"          subscribe: {{ allow: {_list(user.subscribe)} }}",
+            f"          publish: {_permission(user.publish, user.publish_deny)}",
+            f"          subscribe: {_permission(user.subscribe, user.subscribe_deny)}",
             "        }",
             "      }",
         ]
@@ -146,17 +218,17 @@ def render_accounts(users: list[NatsUser], hashes: Mapping[str, str],
 
 @dataclass(frozen=True)
 class NatsAuthConfig:
-    """What `stekker deploy nats-config` writes: config text and the secrets apart."""
+    """What `stekker deploy nats-config` writes: config text and the seeds apart."""
 
     accounts: str
-    passwords: dict[str, str]
+    seeds: dict[str, str]
     users: list[NatsUser]
 
 
 def nats_auth_config(roster: Roster, known: Mapping[str, str] | None = None) -> NatsAuthConfig:
     users = users_for(roster)
-    passwords = passwords_for(users, known or {})
-    hashes = {name: hash_password(pw) for name, pw in passwords.items()}
-    text = render_accounts(users, hashes, federation=roster.body.federation,
+    seeds = seeds_for(users, known or {})
+    public = {name: public_nkey(seed) for name, seed in seeds.items()}
+    text = render_accounts(users, public, federation=roster.body.federation,
                            version=roster.body.version)
-    return NatsAuthConfig(accounts=text, passwords=passwords, users=users)
+    return NatsAuthConfig(accounts=text, seeds=seeds, users=users)

@@ -1,7 +1,10 @@
-"""The registry service: announces its member, materialises every member's profile.
+"""The registry service: announces its member and materialises its member's profile.
 
-All registry services share one durable consumer, so each announcement is written to
-`fed_members` once, by whichever member's registry takes it.
+Each member's registry writes only its own member's keys (`fed_members/<member>`,
+`fed_capacity/<member>`), from its own member's signed announcements and capacity
+reports in `FED`, through a durable consumer of its own. So the NATS configuration of
+`stekker deploy nats-config` can refuse a member's connection any other member's key
+there: no member can rewrite another's profile or capacity.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ class RegistryService:
         self._ctx = ctx
         self._members = await bucket(ctx.bus, layout.KV_MEMBERS, MemberRecord)
         self._capacity = await bucket(ctx.bus, layout.KV_CAPACITY, CapacityRecord)
+        own = ctx.member
         self._consumer = await ctx.bus.consume(
             self._handle,
-            subjects=[MemberAnnounced.subject_pattern(), CapacityReported.subject_pattern()],
-            durable="registry",
+            subjects=[MemberAnnounced.subject(own), CapacityReported.subject(own)],
+            durable=f"registry-{own}",
         )
         await ctx.bus.publish(MemberAnnounced(profile=ctx.profile))
 

@@ -3,6 +3,9 @@
 All members' soc services share one durable consumer (`soc`), so each FED event is
 converted once in the federation, by whichever member takes it; the SOC message id
 `soc-<FED msg id>` makes a second conversion after a crash a duplicate JetStream drops.
+The SOC subject's last segment is the converting member (`soc.v1.<severity>.<publisher>`,
+as the contract says), so the NATS configuration can keep each member to its own SOC
+subjects; the CloudEvent's `source` names the member the event is from.
 Refused FED messages never reach this handler: the Bus reports them as
 `security.violation.v1` on FED, and those arrive here as high-severity CloudEvents.
 """
@@ -63,7 +66,8 @@ class SocService:
             raise TerminalError(f"cannot express {env.msg_id} as a CloudEvent: {exc}") from exc
         try:
             await publish_cloudevent(
-                self._ctx.bus, soc_subject(severity, env.member), body, f"soc-{env.msg_id}"
+                self._ctx.bus, soc_subject(severity, self._ctx.member), body,
+                f"soc-{env.msg_id}",
             )
         except Exception as exc:
             raise RetryableError(f"SOC publish failed: {exc}") from exc

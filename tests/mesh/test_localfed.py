@@ -142,6 +142,19 @@ def test_claim_records_state_and_guards_the_folder(
     assert solo.cluster_name is None and solo.cluster_port is None  # one server: standalone
 
 
+def test_a_secure_claim_is_recorded_with_the_accounts_include(fed: LocalFederation) -> None:
+    assert not fed.is_secure()
+    fed.claim(["amstel", "dommel"], secure=True)
+    assert fed.is_secure() and state_of(fed).secure
+    spec = member_of(fed, "amstel").spec()
+    assert spec.extra_config == 'include "../../nats-auth/nats-accounts.conf"'
+    # Where the include points from `nats/<member>/server.conf`.
+    assert (spec.config_path.parent / "../../nats-auth").resolve() == (
+        fed.data_dir / "nats-auth").resolve()
+    fed.claim(["amstel", "dommel"])  # the next plain `up` in the folder is open again
+    assert not fed.is_secure() and member_of(fed, "amstel").spec().extra_config == ""
+
+
 def test_recycled_pid_is_not_ours(fed: LocalFederation) -> None:
     state = fed.claim(["amstel"])
     assert fed.is_running()  # up_pid is this test process

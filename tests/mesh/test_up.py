@@ -165,6 +165,11 @@ def test_profiles_workloads_and_node_argv(tmp_path: Path) -> None:
     assert argv[argv.index("node") + 1:] == [
         "--member", "amstel", "--config", str(profiles[0][0]), "--driver", "sim",
         "--replicas", "3"]
+    secure = node_argv(data_dir=tmp_path, url="nats://127.0.0.1:4222", member="amstel",
+                       profile_path=profiles[0][0], driver="sim", replicas=3,
+                       nkey_file=tmp_path / "nats-auth" / "amstel.nk")
+    assert secure[secure.index("--nkey") + 1] == str(tmp_path / "nats-auth" / "amstel.nk")
+    assert secure.index("--nkey") < secure.index("node") and secure[-1] == "--require-tokens"
 
 
 # --- gathering on a real server ----------------------------------------------------------------
