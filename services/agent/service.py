@@ -5,7 +5,10 @@
   `coalesce_s`) and every `capacity_every_s`;
 - a per-member durable consumer `agent-<member>` on `workload.placed` and
   `workload.released`: every agent sees every placement and acts on its own replicas;
-- at start, a reconcile from `fed_placements` (what a restarted node must run again).
+- at start, a reconcile from `fed_placements` (what a restarted node must run again);
+- backups of each stateful workload's data to `fed_data` at an interval derived from
+  its `rpo_seconds` (`services.agent.backup`), so a takeover from a member that is gone
+  can restore the newest one.
 
 A placed event is acted on from the signed event alone: a record in `fed_placements` is
 updated when there is one (replica "running", the placement "running" once every
@@ -43,6 +46,7 @@ from mesh.errors import RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, bucket
+from services.agent import backup
 from services.agent.drivers.base import Driver, DriverError, Instance
 from services.agent.drivers.factory import make_driver
 from services.agent.reconcile import Local, plan, site_usage, with_replica_state
@@ -126,6 +130,9 @@ class AgentService:
         self.reconciled = asyncio.Event()
         self.heartbeats = 0
         self.capacity_reports = 0
+        self.backups = 0
+        # workload → monotonic time its next backup is due
+        self._backup_due: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,6 +148,7 @@ class AgentService:
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{ctx.member}"),
             asyncio.create_task(self._capacity_loop(), name=f"capacity:{ctx.member}"),
+            asyncio.create_task(self._backup_loop(), name=f"backup:{ctx.member}"),
         ]
         # New events only: what was placed before this durable existed comes from the
         # reconcile below; a restarted node resumes its durable where it left off.
@@ -176,6 +184,7 @@ class AgentService:
             "driver": self.driver.name if self.driver else None,
             "instances": len(self._running),
             "heartbeats": self.heartbeats,
+            "backups": self.backups,
         }
 
     @property
@@ -239,6 +248,34 @@ class AgentService:
                 log.warning("capacity not reported", error=str(exc))
             # Changes during this pause set the flag once: a burst becomes one report.
             await asyncio.sleep(self.coalesce_s)
+
+    # -- backups ---------------------------------------------------------------------------
+
+    async def _backup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(backup.MIN_INTERVAL_S / 2)
+            now = time.monotonic()
+            for workload, (generation, instance) in list(self._running.items()):
+                spec = instance.spec
+                if not spec.stateful:
+                    continue
+                # The first backup one interval after the start: the data is fresh then.
+                due = self._backup_due.setdefault(
+                    workload, now + backup.interval_s(spec.rpo_seconds))
+                if now < due:
+                    continue
+                self._backup_due[workload] = now + backup.interval_s(spec.rpo_seconds)
+                try:
+                    await backup.back_up(self.ctx.bus, self._driver(), spec,
+                                         member=self.ctx.member, generation=generation,
+                                         now=dt.datetime.now(dt.UTC))
+                    self.backups += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the next interval tries again
+                    log.warning("backup failed", workload=workload, error=str(exc))
+            for workload in set(self._backup_due) - set(self._running):
+                del self._backup_due[workload]
 
     # -- placements -----------------------------------------------------------------------
 

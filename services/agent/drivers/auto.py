@@ -31,6 +31,12 @@ class AutoDriver:
     async def stop(self, instance: Instance) -> None:
         await self._for(instance.spec).stop(instance)
 
+    async def export(self, instance_id: str, spec: WorkloadSpec) -> bytes:
+        return await self._for(spec).export(instance_id, spec)
+
+    async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
+        await self._for(spec).import_(instance_id, spec, data)
+
     async def close(self) -> None:
         await self.process.close()
         await self.sim.close()

@@ -3,6 +3,10 @@
 An instance id is the workload id for a real replica, or a distinct id (for example
 `shadow-<saga>-<workload>`) for a takeover drill's shadow copy, so a shadow never
 touches the real instance or its data.
+
+A stateful workload's data lives in `root/<instance_id>/data/`; `export` and `import_`
+move it as bytes, so two drivers over the same root (the agent's, and the takeover
+service's in the same member) see the same data.
 """
 
 from __future__ import annotations
@@ -45,4 +49,12 @@ class Driver(Protocol):
 
     async def close(self) -> None:
         """Stop every instance this driver started (node shutdown)."""
+        ...
+
+    async def export(self, instance_id: str, spec: WorkloadSpec) -> bytes:
+        """The instance's data as bytes (`services.agent.data`); it may keep running."""
+        ...
+
+    async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
+        """Replace the instance's data with `data` (from `export`) before it starts."""
         ...

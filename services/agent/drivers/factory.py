@@ -21,9 +21,9 @@ def make_driver(
     """`sim` (capacity model over `sites`, if given), `process` (children under `root`),
     or `auto` (process for workloads with a `run` command, sim for the rest)."""
     if name == "sim":
-        return SimDriver(sites)
+        return SimDriver(sites, root=root)
     if name == "process":
         return ProcessDriver(root)
     if name == "auto":
-        return AutoDriver(ProcessDriver(root), SimDriver(sites))
+        return AutoDriver(ProcessDriver(root), SimDriver(sites, root=root))
     raise ConfigError(f"unknown driver {name!r}; known: {', '.join(DRIVERS)}")

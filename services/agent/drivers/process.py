@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from contracts.workload import WorkloadSpec
+from services.agent.data import pack, unpack
 from services.agent.drivers.base import DriverError, Instance
 
 LOG_TAIL_CHARS = 400
@@ -101,7 +102,7 @@ class ProcessDriver:
         if old is not None:
             await self.stop(old)
         home = self.root / instance_id
-        data_dir = home / "data"
+        data_dir = self.data_dir(instance_id)
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         command = fill(spec.run.command, data_dir=data_dir, port=port)
@@ -124,6 +125,22 @@ class ProcessDriver:
         self.instances[instance_id] = instance
         await self._wait_healthy(instance, proc, log_path)
         return instance
+
+    def data_dir(self, instance_id: str) -> Path:
+        return self.root / instance_id / "data"
+
+    async def export(self, instance_id: str, spec: WorkloadSpec) -> bytes:
+        """A tar of the data folder, read while the process may still write (as a
+        backup of a live database would be without its cooperation)."""
+        folder = self.data_dir(instance_id)
+        if not folder.is_dir():
+            raise DriverError(f"{instance_id} has no data folder here")
+        return await asyncio.to_thread(pack, folder)
+
+    async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
+        if instance_id in self.instances:
+            raise DriverError(f"{instance_id} runs; its data cannot be replaced under it")
+        await asyncio.to_thread(unpack, self.data_dir(instance_id), data)
 
     async def _wait_healthy(
         self, instance: Instance, proc: asyncio.subprocess.Process, log_path: Path
