@@ -96,6 +96,13 @@ class SagaRecord(msgspec.Struct, kw_only=True):
     # The plan whose hash the approvers signed, and the approvals it needs.
     plan: list[PlanItem] = []
     quorum: int = 0
+    # The coordinator holds the saga while `lease_until` is ahead; a member that finds it
+    # expired takes the saga over by CAS and resumes it from its last recorded step.
+    lease_until: dt.datetime | None = None
+    # Members whose own operators asked for this (real) takeover; a member may approve
+    # a real takeover only with such consent (or the target's own declaration, or the
+    # target declared down for a calamity): never on one member's word.
+    consents: list[str] = []
 
 
 class Hold(msgspec.Struct, kw_only=True):

@@ -84,6 +84,10 @@ class TakeoverStep(Event, kw_only=True):
     actor: MemberId | None = None
     elapsed_ms: float | None = None
     detail: str = ""
+    # Which try of the step (a corrupted transfer is tried again from another copy).
+    attempt: int = 1
+    # sha256 (hex) of the workload's data this step exported, restored or imported.
+    digest: str = ""
 
     def target(self) -> str:
         return self.member

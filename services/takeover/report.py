@@ -8,12 +8,24 @@ as `drill-<member>-<saga>.json` (and `.md`). Its shape (version 1):
     plan_hash, quorum, approved,
     approvals:         [{member, key_id, msg_id, verified, at}]
     refused_approvals: [{member, key_id, msg_id, reason, at}]
-    workloads:         [{workload, source, successor, site, status, time_to_running_ms, detail}]
+    workloads:         [{workload, source, successor, site, status, time_to_running_ms, detail,
+                         stateful, origin, digest, bytes, attempts, retries,
+                         rpo_s, rpo_target_s, rpo_met, rto_s, rto_target_s, rto_met,
+                         generation}]
                        status: ok | failed | no_successor | not_run
+                       origin: source | backup (where the data came from), None if no data
+                       retries: [text] one per attempt that did not count (a corrupted
+                       transfer, a source that did not answer)
+                       rto_s: real takeover: outage until the successor ran it; drill: the
+                       time to running of the shadow copy (import included)
+    timeline:          [{at, step, status, workload, actor, detail}]
     failures:          [text], passed, summary
 
 When does a drill pass? The quorum approved the plan, and every workload on the target
-has a successor that started a shadow copy and found it healthy. A workload nobody may
+has a successor that started a shadow copy (on the imported, digest-checked data when
+the workload is stateful) and found it healthy. A real takeover passes when, moreover,
+every placement was cut over and runs on its successor, and (acquisition) the source
+was suspended. A workload nobody may
 host FAILS the drill: the continuity promise does not hold for it, and that is exactly
 what a drill is there to find out. A target that hosts nothing passes (nothing to lose).
 """
@@ -28,8 +40,13 @@ from contracts.takeover import PlanItem
 from services.takeover.saga import (
     APPROVAL,
     APPROVE,
+    CUTOVER,
+    EXPORT,
     PLAN,
+    RESTORE,
     SHADOW_START,
+    VERIFY,
+    attempts,
     find_step,
     iso,
 )
@@ -41,17 +58,60 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
     row: dict[str, Any] = {
         "workload": item.workload, "source": item.source, "successor": item.successor,
         "site": item.site, "status": "not_run", "time_to_running_ms": None,
-        "detail": item.reason,
+        "detail": item.reason, "stateful": False, "origin": None, "digest": None,
+        "bytes": None, "attempts": 0, "retries": [], "rpo_s": None, "rpo_target_s": None,
+        "rto_s": None, "rto_target_s": None, "generation": None,
     }
     if item.successor is None:
         row["status"] = "no_successor"
         return row
-    result = find_step(record, SHADOW_START, workload=item.workload)
+    tries = attempts(record, SHADOW_START, item.workload)
+    result = next((e for e in tries if e.get("status") == "ok"), tries[-1] if tries else None)
     if result is not None:
         row["status"] = result.get("status")
         row["time_to_running_ms"] = result.get("elapsed_ms")
         row["detail"] = result.get("detail") or row["detail"]
+        row["attempts"] = len(tries)
+        row["rto_target_s"] = result.get("rto_target_s")
+        elapsed = result.get("elapsed_ms")
+        row["rto_s"] = round(elapsed / 1000, 3) if isinstance(elapsed, int | float) else None
+    data = [e for e in attempts(record, EXPORT, item.workload)
+            + attempts(record, RESTORE, item.workload)]
+    retries = [f"attempt {e.get('attempt', 1)}: {e.get('step')}: {e.get('detail')}"
+               for e in data if e.get("status") == "failed"]
+    retries += [f"attempt {e.get('attempt', 1)}: {e.get('detail')}" for e in tries
+                if e.get("status") == "failed" and e is not result]
+    row["retries"] = retries
+    used = next((e for e in data if e.get("status") == "ok"
+                 and (result is None or e.get("attempt", 1) == result.get("attempt", 1))),
+                None)
+    if used is not None:
+        row.update(stateful=True, origin=used.get("origin"), digest=used.get("digest"),
+                   bytes=used.get("size"), rpo_s=used.get("rpo_s"),
+                   rpo_target_s=used.get("rpo_target_s"))
+    if not record.drill and row["status"] == "ok":
+        cut = find_step(record, CUTOVER, workload=item.workload)
+        verify = find_step(record, VERIFY, workload=item.workload)
+        last = verify or cut
+        if cut is None or cut.get("status") != "ok" or verify is None \
+                or verify.get("status") != "ok":
+            row["status"] = "failed" if last is not None else "not_run"
+            row["detail"] = (last or {}).get("detail") or "not cut over"
+        else:
+            row["generation"] = cut.get("generation")
+            row["rto_s"] = verify.get("rto_s")
+            row["detail"] = f"{row['detail']}; {verify.get('detail')}"
+    for kind in ("rto", "rpo"):
+        value, target = row.get(f"{kind}_s"), row.get(f"{kind}_target_s")
+        row[f"{kind}_met"] = (value <= target if isinstance(value, int | float)
+                              and isinstance(target, int | float) else None)
     return row
+
+
+def _timeline(record: SagaRecord) -> list[dict[str, Any]]:
+    return [{"at": e.get("at"), "step": e.get("step"), "status": e.get("status"),
+             "workload": e.get("workload"), "actor": e.get("actor") or e.get("member"),
+             "detail": e.get("detail")} for e in record.steps]
 
 
 def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, Any]:
@@ -100,6 +160,7 @@ def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, A
         "approvals": approvals,
         "refused_approvals": refused,
         "workloads": rows,
+        "timeline": _timeline(record),
         "failures": failures,
         "passed": passed,
         "summary": _summary(record, kind, passed, rows, approvals),

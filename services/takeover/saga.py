@@ -22,8 +22,16 @@ FINISHED = frozenset({"completed", "failed"})
 PLAN = "plan"
 APPROVE = "approve"  # one entry per approval received (ok = counted, failed = refused)
 APPROVAL = "approval"  # the quorum was reached (ok) or not in time (failed)
-SHADOW_START = "shadow_start"
+SHADOW_START = "shadow_start"  # on the successor: import the data (if any), start, check
 REPORT = "report"
+# Real takeovers (and, for EXPORT/RESTORE, drills of stateful workloads too):
+FREEZE = "freeze"  # the source gets no new placements while the saga runs
+EXPORT = "export"  # on the source: its data into the object store, with its sha256
+RESTORE = "restore"  # the source cannot export: the newest usable backup instead
+CUTOVER = "cutover"  # the placement moved to the successor by CAS, announced
+VERIFY = "verify"  # the successor's agent runs the replica of the new generation
+SUSPEND = "suspend"  # acquisition: the source suspended in the roster
+COORDINATOR = "coordinator"  # a member took the saga over (its coordinator's lease ended)
 
 
 def iso(t: dt.datetime | None) -> str | None:
@@ -57,13 +65,46 @@ def find_step(
     workload: str | None = None,
     statuses: tuple[str, ...] = ("ok", "failed"),
     member: str | None = None,
+    attempt: int | None = None,
 ) -> dict[str, object] | None:
     for entry in record.steps:
         if (entry.get("step") == step and entry.get("workload") == workload
                 and entry.get("status") in statuses
-                and (member is None or entry.get("member") == member)):
+                and (member is None or entry.get("member") == member)
+                and (attempt is None or entry.get("attempt", 1) == attempt)):
             return entry
     return None
+
+
+def attempts(record: SagaRecord, step: str, workload: str) -> list[dict[str, object]]:
+    """Every outcome (ok or failed) of `step` for `workload`, in the order recorded."""
+    return [e for e in record.steps if e.get("step") == step
+            and e.get("workload") == workload and e.get("status") in ("ok", "failed")]
+
+
+def with_lease(
+    record: SagaRecord, *, member: str, until: dt.datetime, now: dt.datetime
+) -> SagaRecord | None:
+    """Renew the coordinator's lease, or take an expired one over (a step records it).
+
+    None when the saga is finished, or another member holds a lease that still runs."""
+    if record.state in FINISHED:
+        return None
+    if record.coordinator != member:
+        if record.lease_until is not None and record.lease_until > now:
+            return None
+        entry = step_entry(COORDINATOR, "ok", at=now, member=member,
+                           detail=f"{member} resumes the saga: the lease of "
+                                  f"{record.coordinator} ended")
+        return _replace(record, coordinator=member, lease_until=until,
+                        steps=[*record.steps, entry], updated_at=now)
+    return _replace(record, lease_until=until)
+
+
+def with_consent(record: SagaRecord, member: str, now: dt.datetime) -> SagaRecord | None:
+    if record.state in FINISHED or member in record.consents:
+        return None
+    return _replace(record, consents=[*record.consents, member], updated_at=now)
 
 
 def new_saga(
@@ -125,11 +166,12 @@ def with_quorum(record: SagaRecord, approvers: list[str], now: dt.datetime) -> S
 
 
 def with_step(record: SagaRecord, entry: dict[str, object], now: dt.datetime) -> SagaRecord | None:
-    """Append a step entry unless the same (step, workload, status) is there already."""
+    """Append a step entry unless the same (step, workload, status, attempt) is there."""
     if record.state in FINISHED:
         return None
     for old in record.steps:
-        if all(old.get(k) == entry.get(k) for k in ("step", "workload", "status")):
+        if all(old.get(k) == entry.get(k) for k in ("step", "workload", "status")) and \
+                old.get("attempt", 1) == entry.get("attempt", 1):
             return None
     return _replace(record, steps=[*record.steps, entry], updated_at=now)
 
@@ -141,7 +183,9 @@ def with_result(
     if record.state in FINISHED:
         return None
     workload = entry.get("workload")
-    if find_step(record, str(entry.get("step")), workload=str(workload)) is not None:
+    attempt = entry.get("attempt")
+    if find_step(record, str(entry.get("step")), workload=str(workload),
+                 attempt=attempt if isinstance(attempt, int) else None) is not None:
         return None
     return _replace(record, steps=[*record.steps, entry], updated_at=now)
 

@@ -211,8 +211,12 @@ async def test_shadow_start_with_the_process_driver(nats_server: NatsCluster, tm
         assert item.workload == "rivm-meetdata" and item.successor is not None
         row = record.report["workloads"][0]  # type: ignore[index]
         assert row["status"] == "ok" and "process driver" in row["detail"]
+        # The shadow ran on the data exported by dommel (digest checked), which is then
+        # removed from the successor: a drill leaves no copy of the data behind.
+        assert row["stateful"] and row["origin"] == "source" and row["digest"]
+        assert "sha256 verified" in row["detail"]
         shadow = data_dir / "drills" / item.successor / shadow_instance_id(saga, item.workload)
-        assert (shadow / "data").is_dir()  # kept after the stop, like any instance's data
+        assert (shadow / "out.log").is_file() and not (shadow / "data").exists()
         driver = takeover_of(fed, item.successor)._driver
         assert driver is not None and not driver.instances  # type: ignore[attr-defined]
         real = agent_of(fed, "dommel")
