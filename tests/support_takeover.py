@@ -104,3 +104,37 @@ async def publish_forged(bus: Bus, event: Event, claimed: str, target: str) -> s
     headers = seal(outsider, subject, type(event).type_name(), body)
     await bus.js.publish(subject, body, headers=headers)
     return headers["Nats-Msg-Id"]
+
+
+# -- real takeovers --------------------------------------------------------------------
+
+WORKLOAD = "rivm-meetdata"  # stateful; lands on dommel in an empty federation
+
+
+async def place(bus: Bus, *, rpo_seconds: int | None = None) -> None:
+    await wait_until(lambda: members_known(bus), what="member profiles")
+    spec = demo_spec(WORKLOAD)
+    if rpo_seconds is not None:
+        spec = msgspec.structs.replace(spec, rpo_seconds=rpo_seconds)
+    await bus.publish(WorkloadSubmitted(spec=spec))
+    records = await placements(bus)
+
+    async def running_on_dommel() -> bool:
+        entry = await records.get(WORKLOAD)
+        return entry is not None and entry.value.state == "running" and \
+            [a.member for a in entry.value.assignments] == ["dommel"]
+
+    await wait_until(running_on_dommel, timeout=20, what=f"{WORKLOAD} running on dommel")
+
+
+async def declare(bus: Bus, target: str, reason: str, saga: str | None = None) -> str:
+    """What `stekker takeover declare` publishes."""
+    saga = saga or new_msg_id()
+    await bus.publish(TakeoverRequested(saga=saga, member=target, reason=reason,  # type: ignore[arg-type]
+                                        drill=False),
+                      msg_id=f"request-{saga}-{bus.member}")
+    return saga
+
+
+def data_on(fed: Federation, member: str) -> bytes:
+    return (fed.data_dir / "workloads" / member / WORKLOAD / "data" / "sim.bin").read_bytes()

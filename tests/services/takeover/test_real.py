@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from contracts.takeover import TakeoverRequested
-from contracts.workload import WorkloadSubmitted
-from mesh.bus import Bus
-from mesh.envelope import new_msg_id
 from mesh.objects import get_blob, put_blob
 from mesh.server import NatsCluster
 from services.agent import backup
@@ -22,40 +17,18 @@ from services.agent.drivers.sim import SimDriver
 from services.iam.service import load_roster
 from services.takeover.data import transfer_name
 from services.takeover.service import TakeoverService
-from support import Federation, federation, wait_until
-from support_takeover import DRILLING, FINISHED, saga_in, takeover_of
-from support_workloads import agent_of, demo_spec, members_known, placements
-
-WORKLOAD = "rivm-meetdata"  # stateful; lands on dommel in an empty federation
-
-
-async def place(bus: Bus, *, rpo_seconds: int | None = None) -> None:
-    await wait_until(lambda: members_known(bus), what="member profiles")
-    spec = demo_spec(WORKLOAD)
-    if rpo_seconds is not None:
-        spec = msgspec.structs.replace(spec, rpo_seconds=rpo_seconds)
-    await bus.publish(WorkloadSubmitted(spec=spec))
-    records = await placements(bus)
-
-    async def running_on_dommel() -> bool:
-        entry = await records.get(WORKLOAD)
-        return entry is not None and entry.value.state == "running" and \
-            [a.member for a in entry.value.assignments] == ["dommel"]
-
-    await wait_until(running_on_dommel, timeout=20, what=f"{WORKLOAD} running on dommel")
-
-
-async def declare(bus: Bus, target: str, reason: str, saga: str | None = None) -> str:
-    """What `stekker takeover declare` publishes."""
-    saga = saga or new_msg_id()
-    await bus.publish(TakeoverRequested(saga=saga, member=target, reason=reason,  # type: ignore[arg-type]
-                                        drill=False),
-                      msg_id=f"request-{saga}-{bus.member}")
-    return saga
-
-
-def data_on(fed: Federation, member: str) -> bytes:
-    return (fed.data_dir / "workloads" / member / WORKLOAD / "data" / "sim.bin").read_bytes()
+from support import federation, wait_until
+from support_takeover import (
+    DRILLING,
+    FINISHED,
+    WORKLOAD,
+    data_on,
+    declare,
+    place,
+    saga_in,
+    takeover_of,
+)
+from support_workloads import agent_of, placements
 
 
 async def test_acquisition_moves_the_data_cuts_over_and_suspends_the_source(
