@@ -68,6 +68,9 @@ up_cmd.register(app)
 from mesh.cli import drill_cmd  # noqa: E402
 
 drill_cmd.register(app)
+from mesh.cli import takeover_cmd  # noqa: E402
+
+takeover_cmd.register(app)
 from mesh.cli import conformance_cmd, soc_cmd  # noqa: E402
 
 soc_cmd.register(app)

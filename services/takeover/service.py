@@ -126,6 +126,8 @@ class TakeoverService:
     name = "takeover"
     # Bounds of the coordinator's waits (class attributes, so tests can shorten them).
     APPROVAL_TIMEOUT_S = 20.0
+    # A real takeover waits longer: its approvers' operators must consent first.
+    CONSENT_TIMEOUT_S = 3600.0
     SHADOW_TIMEOUT_S = 30.0
     EXPORT_TIMEOUT_S = 15.0
     VERIFY_TIMEOUT_S = 30.0
@@ -514,12 +516,13 @@ class TakeoverService:
                         await self._publish_step(updated, reached)
                 return updated or await self._mine(saga)
             waited = _age_s(S.find_step(current, S.PLAN, statuses=("ok",)), now)
-            remaining = self.APPROVAL_TIMEOUT_S - waited
+            bound = self.APPROVAL_TIMEOUT_S if current.drill else self.CONSENT_TIMEOUT_S
+            remaining = bound - waited
             if remaining <= 0:
                 names = ", ".join(count.approvers) or "none"
                 await self._finish(saga, S.step_entry(
                     S.APPROVAL, "failed", at=now,
-                    detail=f"quorum not reached within {self.APPROVAL_TIMEOUT_S:g} s: "
+                    detail=f"quorum not reached within {bound:g} s: "
                            f"{len(count.approvers)}/{current.quorum} approvals ({names})"))
                 return None
             await self._wait(signal, remaining)
