@@ -231,7 +231,7 @@ class TakeoverService:
         # Also wake up now and then: a change written by another process (an actor's
         # result, a resumed saga) reaches us only through the record.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(signal.wait(), timeout=max(0.0, min(timeout, 0.5)))
+            await asyncio.wait_for(signal.wait(), timeout=max(0.0, min(timeout, 1.0)))
 
     async def _record(self, saga: str) -> SagaRecord | None:
         entry = await self.sagas.get(saga)
@@ -610,19 +610,18 @@ class TakeoverService:
     async def _export_step(
         self, record: SagaRecord, item: PlanItem, attempt: int
     ) -> dict[str, object] | None:
-        """Ask the source to export; its result, or a failure after the bound."""
-        saga, workload = record.saga, item.workload
-        started = S.find_step(record, S.EXPORT, workload=workload, attempt=attempt,
-                              statuses=("started",))
-        if started is None:
-            started = S.step_entry(S.EXPORT, "started", at=_now(), workload=workload,
-                                   actor=item.source, attempt=attempt,
-                                   detail=f"export on {item.source}")
-            entry = started
-            await self._modify(saga, lambda cur: S.with_step(cur, entry, _now()))
+        """Ask the source to export; its result, or a failure after the bound.
+
+        Requests are not written to the record (only outcomes are: the record stays
+        small, and every write of it is a CAS on one key): a resumed coordinator asks
+        again, and the actor, finding no outcome recorded, answers again."""
+        started = S.step_entry(S.EXPORT, "started", at=_now(), workload=item.workload,
+                               actor=item.source, attempt=attempt,
+                               detail=f"export on {item.source}")
         await self._publish_step(record, started)
-        return await self._await_result(saga, S.EXPORT, item, attempt, started,
-                                        self.EXPORT_TIMEOUT_S, actor=item.source)
+        return await self._await_result(record.saga, S.EXPORT, item, attempt,
+                                        time.monotonic(), self.EXPORT_TIMEOUT_S,
+                                        actor=item.source)
 
     async def _restore_step(
         self, record: SagaRecord, item: PlanItem, spec: WorkloadSpec, attempt: int
@@ -656,7 +655,7 @@ class TakeoverService:
 
     async def _await_result(
         self, saga: str, step: str, item: PlanItem, attempt: int,
-        started: dict[str, object], bound_s: float, *, actor: str | None,
+        started: float, bound_s: float, *, actor: str | None,
     ) -> dict[str, object] | None:
         while True:
             signal = self._signal(saga)
@@ -666,11 +665,10 @@ class TakeoverService:
             done = S.find_step(current, step, workload=item.workload, attempt=attempt)
             if done is not None:
                 return done
-            now = _now()
-            remaining = bound_s - _age_s(started, now)
+            remaining = bound_s - (time.monotonic() - started)
             if remaining <= 0:
                 failed = S.step_entry(
-                    step, "failed", at=now, workload=item.workload, actor=actor,
+                    step, "failed", at=_now(), workload=item.workload, actor=actor,
                     attempt=attempt, detail=f"no answer from {actor} within {bound_s:g} s")
                 await self._record_and_publish(saga, failed)
                 current = await self._record(saga)
@@ -682,24 +680,19 @@ class TakeoverService:
         self, saga: str, item: PlanItem, attempt: int
     ) -> dict[str, object] | None:
         """Ask the successor for the import and a shadow start; wait (bounded)."""
-        workload = item.workload
         current = await self._mine(saga)
         if current is None:
             return None
-        done = S.find_step(current, S.SHADOW_START, workload=workload, attempt=attempt)
+        done = S.find_step(current, S.SHADOW_START, workload=item.workload, attempt=attempt)
         if done is not None:
             return done
-        started = S.find_step(current, S.SHADOW_START, workload=workload, attempt=attempt,
-                              statuses=("started",))
-        if started is None:
-            started = S.step_entry(S.SHADOW_START, "started", at=_now(), workload=workload,
-                                   actor=item.successor, attempt=attempt,
-                                   detail=f"shadow start on {item.successor}/{item.site}")
-            entry = started
-            await self._modify(saga, lambda cur: S.with_step(cur, entry, _now()))
+        started = S.step_entry(S.SHADOW_START, "started", at=_now(), workload=item.workload,
+                               actor=item.successor, attempt=attempt,
+                               detail=f"shadow start on {item.successor}/{item.site}")
         await self._publish_step(current, started)
-        return await self._await_result(saga, S.SHADOW_START, item, attempt, started,
-                                        self.SHADOW_TIMEOUT_S, actor=item.successor)
+        return await self._await_result(saga, S.SHADOW_START, item, attempt,
+                                        time.monotonic(), self.SHADOW_TIMEOUT_S,
+                                        actor=item.successor)
 
     # -- cut-over ----------------------------------------------------------------------
 
@@ -957,6 +950,9 @@ class TakeoverService:
             return
         if event.step not in ACTOR_STEPS or not event.workload or not event.actor:
             return  # the coordinator's own bookkeeping (plan, approval, cut-over, ...)
+        runner = self._runners.get(event.saga)
+        if runner is None or runner.done():
+            return  # the actor recorded it; the coordinator checks it and wakes up
         record = await self._record(event.saga)
         if record is None:
             return
@@ -966,10 +962,9 @@ class TakeoverService:
         expected = None if item is None else (
             item.source if event.step == S.EXPORT else item.successor)
         if env.member != event.actor or expected != env.member:
-            if record.coordinator == self.ctx.member:
-                await self._violation(
-                    "bad_step", f"{env.member} reported {event.step} of {event.workload} in "
-                    f"saga {event.saga}, but it is not that step's planned actor", env)
+            await self._violation(
+                "bad_step", f"{env.member} reported {event.step} of {event.workload} in "
+                f"saga {event.saga}, but it is not that step's planned actor", env)
             return
         # The actor recorded its result itself; this keeps it when that write was lost.
         entry = S.step_entry(event.step, event.status, at=env.time, workload=event.workload,
@@ -1064,8 +1059,12 @@ class TakeoverService:
                 raise DriverError(f"no placement record for {item.workload}")
             extra["rto_target_s"] = spec.rto_seconds
             if spec.stateful:
-                current = await self._record(record.saga) or record
-                ref = self._data_ref(current, item.workload, attempt)
+                # The data was recorded before the shadow start was asked for; read the
+                # record again only if the copy we got is older than that.
+                ref = self._data_ref(record, item.workload, attempt)
+                if ref is None:
+                    current = await self._record(record.saga) or record
+                    ref = self._data_ref(current, item.workload, attempt)
                 if ref is None:
                     raise DriverError(f"no exported data recorded for attempt {attempt}")
                 digest = str(ref.get("digest"))
