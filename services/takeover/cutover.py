@@ -23,6 +23,30 @@ def cut_over_already(record: PlacementRecord, item: PlanItem) -> bool:
     return item.successor in members and item.source not in members
 
 
+def released_record(
+    record: PlacementRecord, item: PlanItem, *, saga: str, decided_by: str, now: dt.datetime
+) -> PlacementRecord | None:
+    """For a workload no other member may host a new replica of: its next generation
+    without the source's replica, served (degraded) by the replicas it has elsewhere.
+    None when the source holds its only replica: then there is nothing to keep."""
+    kept = [a for a in record.assignments if a.member != item.source]
+    if not kept or len(kept) == len(record.assignments):
+        return None
+    summary = f"takeover {saga}: {item.source}'s replica released, none to replace it"
+    decision = (msgspec.structs.replace(record.decision, cause="takeover",
+                                        decided_by=decided_by, decided_at=now, chosen=kept,
+                                        degraded=True, summary=summary)
+                if record.decision is not None else
+                DecisionRecord(workload=record.spec.id, cause="takeover", decided_by=decided_by,
+                               decided_at=now, chosen=kept, degraded=True, summary=summary))
+    generation = record.generation + 1
+    line = f"gen {generation}: takeover released {item.source}'s replica (saga {saga})"
+    return msgspec.structs.replace(
+        record, state="degraded", generation=generation, assignments=kept,
+        replicas=[r for r in record.replicas if r.member != item.source], decision=decision,
+        updated_at=now, history=[*record.history, line])
+
+
 def cutover_record(
     record: PlacementRecord, item: PlanItem, *, saga: str, decided_by: str, now: dt.datetime
 ) -> PlacementRecord:

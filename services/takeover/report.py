@@ -12,7 +12,7 @@ as `drill-<member>-<saga>.json` (and `.md`). Its shape (version 1):
                          stateful, origin, digest, bytes, attempts, retries,
                          rpo_s, rpo_target_s, rpo_met, rto_s, rto_target_s, rto_met,
                          generation}]
-                       status: ok | failed | no_successor | not_run
+                       status: ok | released | failed | no_successor | not_run
                        origin: source | backup (where the data came from), None if no data
                        retries: [text] one per attempt that did not count (a corrupted
                        transfer, a source that did not answer)
@@ -43,6 +43,7 @@ from services.takeover.saga import (
     CUTOVER,
     EXPORT,
     PLAN,
+    RELEASE,
     RESTORE,
     SHADOW_START,
     VERIFY,
@@ -52,6 +53,9 @@ from services.takeover.saga import (
 )
 
 REPORT_VERSION = 1
+# Row statuses that keep the promise: moved (ok), or (real takeover) no member may take a
+# new replica but the workload's other replicas serve it and the source's was released.
+DONE = frozenset({"ok", "released"})
 
 
 def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
@@ -64,6 +68,11 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
     }
     if item.successor is None:
         row["status"] = "no_successor"
+        released = find_step(record, RELEASE, workload=item.workload, statuses=("ok",))
+        if released is not None and not record.drill:
+            # Still served by its other replicas; the source's one is gone, as it must.
+            row["status"], row["detail"] = "released", released.get("detail")
+            row["generation"] = released.get("generation")
         return row
     tries = attempts(record, SHADOW_START, item.workload)
     result = next((e for e in tries if e.get("status") == "ok"), tries[-1] if tries else None)
@@ -137,10 +146,10 @@ def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, A
         # Rows are judged only once the plan was approved; before that nothing ran.
         failures += [
             f"{row['workload']}: {_failure_word(row['status'])}: {row['detail']}"
-            for row in rows if row["status"] != "ok"
+            for row in rows if row["status"] not in DONE
         ]
     planned = find_step(record, PLAN, statuses=("ok",)) is not None
-    passed = planned and approved and all(row["status"] == "ok" for row in rows)
+    passed = planned and approved and all(row["status"] in DONE for row in rows)
     started = record.started_at or finished_at
     kind = "drill" if record.drill else "takeover"
     return {
@@ -176,10 +185,12 @@ def _summary(
     approvals: list[dict[str, Any]],
 ) -> str:
     ok = sum(1 for row in rows if row["status"] == "ok")
+    released = sum(1 for row in rows if row["status"] == "released")
     approvers = ", ".join(sorted(str(a["member"]) for a in approvals)) or "nobody"
     verdict = "passed" if passed else "failed"
+    kept = f", {released} kept by their other replicas" if released else ""
     return (f"{kind} of {record.member} {verdict}: {ok}/{len(rows)} workload(s) started on "
-            f"a successor; approved by {approvers} (quorum {record.quorum})")
+            f"a successor{kept}; approved by {approvers} (quorum {record.quorum})")
 
 
 def _cell(value: Any) -> str:

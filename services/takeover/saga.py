@@ -30,6 +30,7 @@ EXPORT = "export"  # on the source: its data into the object store, with its sha
 RESTORE = "restore"  # the source cannot export: the newest usable backup instead
 CUTOVER = "cutover"  # the placement moved to the successor by CAS, announced
 VERIFY = "verify"  # the successor's agent runs the replica of the new generation
+RELEASE = "release"  # no successor: the source's replica dropped, the others serve it
 SUSPEND = "suspend"  # acquisition: the source suspended in the roster
 COORDINATOR = "coordinator"  # a member took the saga over (its coordinator's lease ended)
 

@@ -72,7 +72,7 @@ from services.scheduler.reader import load_snapshot, read_state
 from services.scheduler.service import announce
 from services.takeover import saga as S
 from services.takeover.approval import Approval, check_proposal, refusal, tally
-from services.takeover.cutover import cut_over_already, cutover_record
+from services.takeover.cutover import cut_over_already, cutover_record, released_record
 from services.takeover.data import export_to_store, fetch_verified
 from services.takeover.errors import DigestMismatch, NoData, Superseded
 from services.takeover.plan import build_plan, plan_hash
@@ -545,6 +545,37 @@ class TakeoverService:
                 await self._move(record, item)
 
         await asyncio.gather(*(one(i) for i in record.plan if i.successor is not None))
+        if not record.drill:
+            for item in record.plan:
+                if item.successor is None:
+                    await self._release(record.saga, item)
+
+    async def _release(self, saga: str, item: PlanItem) -> None:
+        """No member may host a new replica: drop the source's, if others remain."""
+        current = await self._mine(saga)
+        if current is None or S.find_step(current, S.RELEASE, workload=item.workload):
+            return
+        for _ in range(10):
+            entry = await self.placements.get(item.workload)
+            if entry is None:
+                return
+            new = released_record(entry.value, item, saga=saga, decided_by=self.ctx.member,
+                                  now=_now())
+            if new is None:
+                if item.source in {a.member for a in entry.value.assignments}:
+                    return  # its only replica: nothing to keep; the report says so
+                new = entry.value  # released already (a resumed saga): announce again
+            else:
+                try:
+                    await self.placements.update(item.workload, new, entry.revision)
+                except CasConflict:
+                    continue
+            await announce(self.ctx.bus, self.placements, item.workload, new)
+            await self._record_and_publish(saga, S.step_entry(
+                S.RELEASE, "ok", at=_now(), workload=item.workload, generation=new.generation,
+                detail=f"{item.source}'s replica released; served by "
+                       f"{', '.join(a.member for a in new.assignments)} (degraded)"))
+            return
 
     async def _move(self, record: SagaRecord, item: PlanItem) -> None:
         """One workload: (data) → shadow start on the successor → (real) cut-over."""
