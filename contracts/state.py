@@ -77,6 +77,18 @@ class DownDecision(msgspec.Struct, kw_only=True):
     evidence: list[Evidence] = []
 
 
+class EscalationDecision(msgspec.Struct, kw_only=True):
+    """`fed_decisions/escalation.<member>.<epoch>`: a down member's stateful workloads
+    passed their RTO; the member that created this record (CAS) requested the takeover."""
+
+    member: str
+    epoch: int
+    saga: str
+    requested_by: str
+    at: dt.datetime
+    overdue: list[str] = []
+
+
 class SagaRecord(msgspec.Struct, kw_only=True):
     """`fed_sagas/<saga>`: a takeover's progress, step by step, resumable."""
 

@@ -111,11 +111,15 @@ async def publish_forged(bus: Bus, event: Event, claimed: str, target: str) -> s
 WORKLOAD = "rivm-meetdata"  # stateful; lands on dommel in an empty federation
 
 
-async def place(bus: Bus, *, rpo_seconds: int | None = None) -> None:
+async def place(
+    bus: Bus, *, rpo_seconds: int | None = None, rto_seconds: int | None = None
+) -> None:
     await wait_until(lambda: members_known(bus), what="member profiles")
     spec = demo_spec(WORKLOAD)
     if rpo_seconds is not None:
         spec = msgspec.structs.replace(spec, rpo_seconds=rpo_seconds)
+    if rto_seconds is not None:
+        spec = msgspec.structs.replace(spec, rto_seconds=rto_seconds)
     await bus.publish(WorkloadSubmitted(spec=spec))
     records = await placements(bus)
 

@@ -42,7 +42,13 @@ from typing import Any
 import msgspec
 
 from contracts.base import Event
-from contracts.state import DownDecision, PlacementRecord, SagaRecord, SiteLedger
+from contracts.state import (
+    DownDecision,
+    EscalationDecision,
+    PlacementRecord,
+    SagaRecord,
+    SiteLedger,
+)
 from contracts.takeover import (
     PlanItem,
     TakeoverApproved,
@@ -54,7 +60,7 @@ from contracts.takeover import (
 from contracts.workload import Assignment, WorkloadSpec
 from mesh import layout
 from mesh.bus import Consumer, consumer_health
-from mesh.envelope import Envelope
+from mesh.envelope import Envelope, new_msg_id
 from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.objects import BlobMissing
 from mesh.observability import logger
@@ -75,6 +81,7 @@ from services.takeover.approval import Approval, check_proposal, refusal, tally
 from services.takeover.cutover import cut_over_already, cutover_record, released_record
 from services.takeover.data import export_to_store, fetch_verified
 from services.takeover.errors import DigestMismatch, NoData, Superseded
+from services.takeover.escalation import escalation_key, overdue, takeover_under_way
 from services.takeover.plan import build_plan, plan_hash
 from services.takeover.policy import approval_problem
 from services.takeover.report import build_report
@@ -326,10 +333,47 @@ class TakeoverService:
             await asyncio.sleep(self.LEASE_S / 3)
             try:
                 await self._leases_once()
+                await self._escalate_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("lease round failed", error=str(exc))
+
+    async def _escalate_once(self) -> None:
+        """Request a calamity takeover of a down member whose stateful workloads passed
+        their RTO, if this member wins the escalation's CAS (`services.takeover.escalation`)."""
+        me = self.ctx.member
+        decisions = await bucket(self.ctx.bus, layout.KV_DECISIONS, DownDecision)
+        downs = [k for k in await decisions.keys() if k.startswith(DOWN_PREFIX)]
+        if not downs:
+            return
+        placements: list[PlacementRecord] | None = None
+        for key in downs:
+            entry = await decisions.get(key)
+            if entry is None or entry.value.state != "down" or entry.value.member == me:
+                continue
+            down = entry.value
+            if placements is None:
+                placements = [e.value for e in await self.placements.items()]
+            late = overdue(down, placements, _now())
+            if not late or takeover_under_way(down.member,
+                                              [e.value for e in await self.sagas.items()]):
+                continue
+            escalations = await bucket(self.ctx.bus, layout.KV_DECISIONS, EscalationDecision)
+            saga = new_msg_id()
+            try:
+                await escalations.create(
+                    escalation_key(down.member, down.epoch),
+                    EscalationDecision(member=down.member, epoch=down.epoch, saga=saga,
+                                       requested_by=me, at=_now(), overdue=late))
+            except CasConflict:
+                continue  # another member escalated this epoch
+            log.warning("escalating: stateful workloads of a down member passed their RTO",
+                        member=down.member, workloads=late, saga=saga)
+            await self.ctx.bus.publish(
+                TakeoverRequested(saga=saga, member=down.member, reason="calamity",
+                                  drill=False),
+                msg_id=f"request-{saga}-{me}")
 
     async def _leases_once(self) -> None:
         me, now = self.ctx.member, _now()

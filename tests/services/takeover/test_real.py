@@ -5,17 +5,23 @@ from its newest usable backup."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
+from contracts.state import DownDecision, EscalationDecision
+from mesh import layout
 from mesh.objects import get_blob, put_blob
 from mesh.server import NatsCluster
+from mesh.state import bucket
 from services.agent import backup
 from services.agent.data import sim_blob
 from services.agent.drivers.sim import SimDriver
+from services.failover.decisions import down_key, next_down
 from services.iam.service import load_roster
 from services.takeover.data import transfer_name
+from services.takeover.escalation import escalation_key
 from services.takeover.service import TakeoverService
 from support import federation, wait_until
 from support_takeover import (
@@ -26,6 +32,7 @@ from support_takeover import (
     declare,
     place,
     saga_in,
+    sagas,
     takeover_of,
 )
 from support_workloads import agent_of, placements
@@ -140,3 +147,36 @@ async def test_a_dead_source_is_restored_from_its_newest_good_backup(
         assert data_on(fed, row["successor"]) == sim_blob(WORKLOAD, SimDriver.DATA_BYTES)
         await wait_until(lambda: WORKLOAD in agent_of(fed, row["successor"]).instances,
                          what="replica on the successor")
+
+
+async def test_a_down_members_overdue_stateful_workload_escalates_to_a_takeover(
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No failover service here: its declaration is written as it would write it, and
+    # nothing re-places the workload, so it stays on dommel past its RTO.
+    monkeypatch.setattr(TakeoverService, "LEASE_S", 1.5)
+    async with federation(nats_server.urls, tmp_path / "fed", services=DRILLING) as fed:
+        bus = await fed.bus("amstel")
+        await place(bus, rpo_seconds=2, rto_seconds=1)
+        await wait_until(lambda: backup.backups_of(bus, WORKLOAD), timeout=20,
+                         what="a backup of dommel's data")
+        await fed.stop_node("dommel")
+        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
+        await decisions.modify(down_key("dommel"), lambda cur: next_down(
+            cur, member="dommel", declared_by="zuidas", now=dt.datetime.now(dt.UTC),
+            evidence=[], quorum=2))
+        escalations = await bucket(bus, layout.KV_DECISIONS, EscalationDecision)
+        found = await wait_until(lambda: escalations.get(escalation_key("dommel", 1)),
+                                 timeout=30, what="escalation decided")
+        escalation = found.value
+        assert escalation.overdue == [WORKLOAD]
+        assert escalation.requested_by in ("amstel", "zuidas")
+        record = await saga_in(bus, escalation.saga, FINISHED, timeout=60)
+        assert record.state == "completed", record.report
+        assert record.reason == "calamity" and record.coordinator == escalation.requested_by
+        (row,) = record.report["workloads"]  # type: ignore[index]
+        assert row["origin"] == "backup" and row["status"] == "ok"
+        # One escalation, one saga.
+        store = await sagas(bus)
+        assert [e.value.saga for e in await store.items() if not e.value.drill] == [
+            escalation.saga]
