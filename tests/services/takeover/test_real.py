@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from contracts.state import DownDecision, EscalationDecision
+from contracts.takeover import TakeoverApproved
 from mesh import layout
 from mesh.objects import get_blob, put_blob
 from mesh.server import NatsCluster
@@ -31,6 +32,8 @@ from support_takeover import (
     data_on,
     declare,
     place,
+    record_events,
+    request_drill,
     saga_in,
     sagas,
     takeover_of,
@@ -48,7 +51,8 @@ async def test_acquisition_moves_the_data_cuts_over_and_suspends_the_source(
         assert original == sim_blob(WORKLOAD, SimDriver.DATA_BYTES)
 
         # dommel declares its own change of control; amstel or zuidas coordinates.
-        saga = await declare(await fed.bus("dommel"), "dommel", "acquisition")
+        dommel = await fed.bus("dommel")
+        saga = await declare(dommel, "dommel", "acquisition")
         record = await saga_in(bus, saga, FINISHED, timeout=60)
         report = record.report
         assert record.state == "completed", report
@@ -78,6 +82,17 @@ async def test_acquisition_moves_the_data_cuts_over_and_suspends_the_source(
         assert roster is not None and roster.body.version == 2
         assert {m.id: m.state for m in roster.body.members}["dommel"] == "suspended"
         assert "dommel" not in takeover_of(fed, "amstel").ctx.trust.member_ids()
+
+        # Its approval of a later plan is refused at the bus and reported (invariant 4).
+        events = await record_events(bus, ["fed.v1.security.>"])
+        later = await request_drill(bus, "zuidas")
+        proposed = await saga_in(bus, later, ["approving", "running", *FINISHED])
+        await dommel.publish(TakeoverApproved(saga=later, member="zuidas",
+                                              plan_hash=proposed.plan_hash),
+                             msg_id=f"late-{later}")
+        await wait_until(lambda: events.violations(f"late-{later}"),
+                         what="the suspended member's approval reported")
+        assert "dommel" not in (await saga_in(bus, later, FINISHED)).approvals
 
 
 async def test_a_corrupted_transfer_is_never_cut_over_and_is_tried_again(
