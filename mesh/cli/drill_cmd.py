@@ -18,7 +18,7 @@ from contracts.state import SagaRecord
 from contracts.takeover import TakeoverRequested
 from mesh import layout
 from mesh.cli import common
-from mesh.cli.saga_follow import Outcome, View, follow, start_following, write_report
+from mesh.cli.saga_follow import Outcome, View, conclude, follow, start_following
 from mesh.envelope import new_msg_id
 from mesh.errors import ConfigError
 from mesh.state import Bucket, bucket
@@ -71,15 +71,4 @@ def register(app: typer.Typer) -> None:
         if outcome.report is None:
             common.fail(f"drill of {member} (saga {outcome.saga}) did not finish within "
                         f"{timeout:g} s; last seen: {outcome.last}", code=EXIT_TIMEOUT)
-        report = outcome.report
-        paths = write_report(report, common.settings().data_dir, member, outcome.saga)
-        if as_json:
-            common.print_json(report)
-        else:
-            verdict = "PASSED" if report.get("passed") else "FAILED"
-            typer.echo(f"drill {verdict}: {report.get('summary', '')}")
-            for failure in report.get("failures") or []:
-                typer.echo(f"  - {failure}")
-            for path in paths:
-                typer.echo(f"report: {path}")
-        raise typer.Exit(EXIT_PASSED if report.get("passed") else EXIT_FAILED)
+        conclude(outcome, member, as_json=as_json, what="drill")

@@ -134,6 +134,25 @@ def write_report(report: dict[str, Any], data_dir: Path, member: str, saga: str
     return md, js, html
 
 
+def conclude(outcome: Outcome, member: str, *, as_json: bool, what: str) -> None:
+    """Write the report, print it (or a verdict and where it went), exit 0 or 1."""
+    from mesh.cli import common
+
+    report = outcome.report
+    assert report is not None
+    paths = write_report(report, common.settings().data_dir, member, outcome.saga)
+    if as_json:
+        common.print_json(report)
+    else:
+        verdict = "PASSED" if report.get("passed") else "FAILED"
+        typer.echo(f"{what} {verdict}: {report.get('summary', '')}")
+        for failure in report.get("failures") or []:
+            typer.echo(f"  - {failure}")
+        for path in paths:
+            typer.echo(f"report: {path}")
+    raise typer.Exit(0 if report.get("passed") else 1)
+
+
 async def finished_report(sagas: Bucket[SagaRecord], saga: str) -> dict[str, Any] | None:
     entry = await sagas.get(saga)
     if entry is None or entry.value.state not in FINISHED or entry.value.report is None:

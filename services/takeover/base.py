@@ -1,0 +1,243 @@
+"""What every part of the takeover service shares: its state, settings and helpers.
+
+`TakeoverService` (`services.takeover.service`) is made of roles, one module each, over
+this base: the coordinator (service.py), the moves of workloads (moves.py), the actors
+that export, import and endorse (actors.py), and the leases and escalation (leases.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from contracts.state import (
+    DownDecision,
+    PlacementRecord,
+    SagaRecord,
+)
+from contracts.takeover import (
+    TakeoverStep,
+)
+from contracts.workload import WorkloadSpec
+from mesh import layout
+from mesh.bus import Consumer
+from mesh.envelope import Envelope
+from mesh.errors import Rejected
+from mesh.observability import logger
+from mesh.runtime import NodeContext
+from mesh.state import Bucket, bucket
+from services.agent.drivers.base import Driver
+from services.agent.drivers.factory import make_driver
+from services.failover.decisions import DOWN_PREFIX
+from services.takeover import saga as S
+from services.takeover.errors import Superseded
+
+log = logger("services.takeover")
+
+# Steps an actor answers: the coordinator's "started" names the actor.
+ACTOR_STEPS = frozenset({S.SHADOW_START, S.EXPORT})
+
+Hook = Callable[[str, str], Awaitable[None]]
+
+
+def durable_name(member: str) -> str:
+    return f"takeover-{member}"
+
+
+def step_msg_id(saga: str, step: str, status: str, workload: str | None = None,
+                attempt: int = 1) -> str:
+    base = f"step-{saga}-{workload}-{step}-{status}" if workload else \
+        f"step-{saga}-{step}-{status}"
+    return base if attempt == 1 else f"{base}-{attempt}"
+
+
+def shadow_instance_id(saga: str, workload: str) -> str:
+    """`shadow-<saga8>-<workload>`. saga8 is the *last* 8 hex digits of the uuid7: its first
+    ones are a millisecond clock, equal for every saga started in the same minute."""
+    return f"shadow-{saga.replace('-', '')[-8:]}-{workload}"
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def age_s(entry: dict[str, object] | None, now: dt.datetime) -> float:
+    """Seconds since a recorded step, so bounds hold across a coordinator restart."""
+    at = entry.get("at") if entry else None
+    if not isinstance(at, str):
+        return 0.0
+    return (now - dt.datetime.fromisoformat(at)).total_seconds()
+
+
+def attempt_of(entry: dict[str, object] | None) -> int:
+    value = entry.get("attempt", 1) if entry else 1
+    return value if isinstance(value, int) else 1
+
+
+class SagaBase:
+    name = "takeover"
+    # Bounds of the coordinator's waits (class attributes, so tests can shorten them).
+    APPROVAL_TIMEOUT_S = 20.0
+    # A real takeover waits longer: its approvers' operators must consent first.
+    CONSENT_TIMEOUT_S = 3600.0
+    SHADOW_TIMEOUT_S = 30.0
+    EXPORT_TIMEOUT_S = 15.0
+    VERIFY_TIMEOUT_S = 30.0
+    SUSPEND_TIMEOUT_S = 30.0
+    # How long a successor waits for a started shadow to report healthy.
+    HEALTH_TIMEOUT_S = 20.0
+    # A coordinator's lease on its saga; renewed every third of it while it lives.
+    LEASE_S = 6.0
+    # Tries per workload when a transfer arrives corrupted (digest mismatch).
+    ATTEMPTS = 3
+    # Workloads moved at the same time.
+    CONCURRENCY = 8
+
+    def __init__(self) -> None:
+        self._ctx: NodeContext | None = None
+        self._consumer: Consumer | None = None
+        self._sagas: Bucket[SagaRecord] | None = None
+        self._placements: Bucket[PlacementRecord] | None = None
+        self._driver: Driver | None = None
+        self._real_driver: Driver | None = None
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._actions: dict[tuple[str, ...], asyncio.Task[None]] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        # One event per saga, replaced on every notification, so no waiter misses one.
+        self._signals: dict[str, asyncio.Event] = {}
+        self._cutover_lock = asyncio.Lock()
+        self._completed = 0
+        self._approved = 0
+        # Called at each step boundary of a saga this member coordinates (tests stop a
+        # node there to prove a saga resumes; None in production).
+        self.boundary_hook: Hook | None = None
+
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> NodeContext:
+        assert self._ctx is not None, "service not started"
+        return self._ctx
+
+    @property
+    def sagas(self) -> Bucket[SagaRecord]:
+        assert self._sagas is not None, "service not started"
+        return self._sagas
+
+    @property
+    def placements(self) -> Bucket[PlacementRecord]:
+        assert self._placements is not None, "service not started"
+        return self._placements
+
+    def _signal(self, saga: str) -> asyncio.Event:
+        return self._signals.setdefault(saga, asyncio.Event())
+
+    def _notify(self, saga: str) -> None:
+        old = self._signals.pop(saga, None)
+        if old is not None:
+            old.set()
+
+    async def _wait(self, signal: asyncio.Event, timeout: float) -> None:
+        # Also wake up now and then: a change written by another process (an actor's
+        # result, a resumed saga) reaches us only through the record.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), timeout=max(0.0, min(timeout, 1.0)))
+
+    async def _record(self, saga: str) -> SagaRecord | None:
+        entry = await self.sagas.get(saga)
+        return entry.value if entry else None
+
+    async def _mine(self, saga: str) -> SagaRecord | None:
+        """The record, while this member still coordinates it (else Superseded)."""
+        record = await self._record(saga)
+        if record is not None and record.coordinator != self.ctx.member:
+            raise Superseded(saga)
+        return record
+
+    async def _modify(
+        self, saga: str, change: Callable[[SagaRecord], SagaRecord | None]
+    ) -> SagaRecord | None:
+        """Apply `change` by CAS; the new record, or None when it changed nothing."""
+        written: list[SagaRecord] = []
+
+        def apply(current: SagaRecord | None) -> SagaRecord | None:
+            written.clear()
+            new = change(current) if current is not None else None
+            if new is not None:
+                written.append(new)
+            return new
+
+        await self.sagas.modify(saga, apply)
+        self._notify(saga)
+        return written[0] if written else None
+
+    async def _boundary(self, saga: str, step: str) -> None:
+        if self.boundary_hook is not None:
+            await self.boundary_hook(saga, step)
+
+    async def _violation(self, reason: str, detail: str, env: Envelope) -> None:
+        await self.ctx.bus.report_violation(Rejected(reason, detail), env.subject, env.headers)
+
+    async def _publish_step(self, record: SagaRecord, entry: dict[str, object]) -> None:
+        step, status = str(entry["step"]), str(entry["status"])
+        workload = entry.get("workload")
+        actor = entry.get("actor")
+        elapsed = entry.get("elapsed_ms")
+        event = TakeoverStep(
+            saga=record.saga, member=record.member, step=step,
+            status=status,  # type: ignore[arg-type]
+            workload=str(workload) if workload else None,
+            actor=str(actor) if actor else None,
+            elapsed_ms=float(elapsed) if isinstance(elapsed, int | float) else None,
+            detail=str(entry.get("detail") or ""), attempt=attempt_of(entry),
+            digest=str(entry.get("digest") or ""),
+        )
+        await self.ctx.bus.publish(
+            event, msg_id=step_msg_id(record.saga, step, status, event.workload,
+                                      event.attempt))
+
+    async def _record_and_publish(self, saga: str, entry: dict[str, object]) -> None:
+        updated = await self._modify(saga, partial(S.with_result, entry=entry, now=now_utc()))
+        if updated is not None:
+            await self._publish_step(updated, entry)
+
+    def driver(self) -> Driver:
+        """This member's driver for shadows, apart from the agent's: its own instances
+        and its own folder, so a drill never touches a real replica."""
+        if self._driver is None:
+            ctx = self.ctx
+            sites = {s.id: s.capacity for s in ctx.profile.sites}
+            self._driver = make_driver(ctx.settings.driver,
+                                       ctx.data_dir / "drills" / ctx.member, sites=sites)
+        return self._driver
+
+    def real_driver(self) -> Driver:
+        """A driver over the agent's folder (`workloads/<member>`): the real replicas'
+        data, exported on a source and imported on a successor. It starts nothing."""
+        if self._real_driver is None:
+            ctx = self.ctx
+            self._real_driver = make_driver(ctx.settings.driver,
+                                            ctx.data_dir / "workloads" / ctx.member)
+        return self._real_driver
+
+    async def _spec(self, workload: str) -> WorkloadSpec | None:
+        entry = await self.placements.get(workload)
+        return entry.value.spec if entry else None
+
+    async def _down(self, member: str) -> DownDecision | None:
+        decisions = await bucket(self.ctx.bus, layout.KV_DECISIONS, DownDecision)
+        entry = await decisions.get(DOWN_PREFIX + member)
+        return entry.value if entry and entry.value.state == "down" else None
+
+    def _spawn_runner(self, saga: str) -> None:
+        task = self._runners.get(saga)
+        if task is not None and not task.done():
+            return
+        self._runners[saga] = asyncio.create_task(self._run(saga), name=f"takeover:{saga}")
+
+    async def _run(self, saga: str) -> None:
+        raise NotImplementedError  # the coordinator's loop (service.py)
