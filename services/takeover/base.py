@@ -89,8 +89,10 @@ class SagaBase:
     SUSPEND_TIMEOUT_S = 30.0
     # How long a successor waits for a started shadow to report healthy.
     HEALTH_TIMEOUT_S = 20.0
-    # A coordinator's lease on its saga; renewed every third of it while it lives.
-    LEASE_S = 6.0
+    # A coordinator's lease on its saga; renewed every third of it while it lives. Long
+    # enough that a loaded machine does not hand a live saga over, short next to the
+    # minutes a takeover may take.
+    LEASE_S = 15.0
     # Tries per workload when a transfer arrives corrupted (digest mismatch).
     ATTEMPTS = 3
     # Workloads moved at the same time.
@@ -237,7 +239,19 @@ class SagaBase:
         task = self._runners.get(saga)
         if task is not None and not task.done():
             return
-        self._runners[saga] = asyncio.create_task(self._run(saga), name=f"takeover:{saga}")
+        self._runners[saga] = asyncio.create_task(self._leased(saga), name=f"takeover:{saga}")
+
+    async def _leased(self, saga: str) -> None:
+        renewing = asyncio.create_task(self._renew(saga), name=f"takeover-lease:{saga}")
+        try:
+            await self._run(saga)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _run(self, saga: str) -> None:
         raise NotImplementedError  # the coordinator's loop (service.py)
+
+    async def _renew(self, saga: str) -> None:
+        raise NotImplementedError  # the lease (leases.py)

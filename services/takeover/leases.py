@@ -75,6 +75,20 @@ class LeaseRole(SagaBase):
                                   drill=False),
                 msg_id=f"request-{saga}-{me}")
 
+    async def _renew(self, saga: str) -> None:
+        """While this member coordinates `saga`: renew its lease every third of it. Its
+        own task, so a busy coordinator (many workloads at once) still renews in time."""
+        me = self.ctx.member
+        while True:
+            await asyncio.sleep(self.LEASE_S / 3)
+            now = now_utc()
+            try:
+                await self._modify(saga, partial(
+                    S.with_lease, member=me, until=now + dt.timedelta(seconds=self.LEASE_S),
+                    now=now))
+            except CasConflict:
+                continue  # a busy record; the next round renews
+
     async def _leases_once(self) -> None:
         me, now = self.ctx.member, now_utc()
         for entry in await self.sagas.items():
@@ -83,10 +97,11 @@ class LeaseRole(SagaBase):
                 continue
             runner = self._runners.get(record.saga)
             running = runner is not None and not runner.done()
-            if record.coordinator == me and not running:
-                self._spawn_runner(record.saga)
-            if record.coordinator != me and (record.lease_until is None
-                                             or record.lease_until > now):
+            if record.coordinator == me:
+                if not running:
+                    self._spawn_runner(record.saga)
+                continue  # its runner renews the lease
+            if record.lease_until is None or record.lease_until > now:
                 continue  # someone else's, alive (or from before leases: its own node)
             until = now + dt.timedelta(seconds=self.LEASE_S)
             try:
