@@ -142,3 +142,13 @@ async def declare(bus: Bus, target: str, reason: str, saga: str | None = None) -
 
 def data_on(fed: Federation, member: str) -> bytes:
     return (fed.data_dir / "workloads" / member / WORKLOAD / "data" / "sim.bin").read_bytes()
+
+
+async def declare_and_join(first: Bus, second: Bus, target: str, reason: str) -> str:
+    """`first`'s operator declares a takeover (its member coordinates it); once the saga
+    is recorded, `second`'s operator joins it (its consent)."""
+    saga = await declare(first, target, reason)
+    await saga_in(first, saga, ["planning", "approving", "running"])
+    await declare(second, target, reason, saga=saga)
+    return saga
+

@@ -118,10 +118,12 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(
             300.0, "--timeout", min=1.0, help="Seconds to follow the saga."),
     ) -> None:
-        """Declare a change of control (acquisition) or a calamity of a member, or join
-        one under way: after a quorum of the other members approved, its workloads and
-        data move to successors, checked by sha256; an acquired member is suspended.
-        Exit 0 passed, 1 failed, 2 still running after --timeout."""
+        """Declare a member's acquisition or calamity: its workloads and data move.
+
+        Or join a takeover of it under way (your member's consent). After a quorum of
+        the other members approved, its workloads and data move to successors, checked
+        by sha256; an acquired member is then suspended. Exit 0 passed, 1 failed, 2
+        still running after --timeout."""
         if reason not in REASONS:
             common.fail(f"--reason: {reason!r} is not one of {', '.join(REASONS)}")
         outcome = common.run(lambda: _declare(member, reason, timeout, echo=not as_json))
@@ -136,8 +138,10 @@ def register(app: typer.Typer) -> None:
         saga: str = typer.Argument(None, help="A saga id; without it, every saga."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Takeover sagas (drills too) and their state; with SAGA, its workloads' progress,
-        and its report written to <data-dir>/reports/ once it finished."""
+        """Takeover sagas (drills too) and their state.
+
+        With SAGA: its workloads' progress, and its report written to
+        <data-dir>/reports/ once it finished."""
         records = common.run(lambda: _status(saga))
         if as_json:
             common.print_json(records if saga is None else records[0])

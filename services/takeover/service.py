@@ -26,6 +26,10 @@ Every member's takeover service runs a per-member durable `takeover-<member>` on
 The saga record is the truth: every step checks it first and records its outcome by CAS
 (`services.takeover.saga`), so a redelivered message or a resumed coordinator never does
 a step twice, and msg ids are deterministic so a fact published twice is kept once.
+
+This module holds the lifecycle, the dispatch, the coordinator's main line and the
+approver; a workload's move is in `moves`, the actors in `actors`, leases and escalation
+in `leases`, all over `base` (shared state and helpers).
 """
 
 from __future__ import annotations
@@ -317,8 +321,7 @@ class TakeoverService(LeaseRole, MoveRole, ActorRole):
             entry = started
             await self._modify(saga, lambda cur: S.with_step(cur, entry, now_utc()))
         await self._publish_step(record, started)
-        if record.member not in self.ctx.trust.member_ids():
-            pass  # suspended already
+        # (Suspended already, e.g. by a coordinator before us: nothing to wait for.)
         while record.member in self.ctx.trust.member_ids():
             if age_s(started, now_utc()) > self.SUSPEND_TIMEOUT_S:
                 await self._record_and_publish(saga, S.step_entry(

@@ -31,6 +31,7 @@ from support_takeover import (
     WORKLOAD,
     data_on,
     declare,
+    declare_and_join,
     place,
     record_events,
     request_drill,
@@ -111,9 +112,8 @@ async def test_a_corrupted_transfer_is_never_cut_over_and_is_tried_again(
                 corrupted.append(name)
 
         takeover_of(fed, "amstel").boundary_hook = corrupt_first_export
-        zuidas = await fed.bus("zuidas")
-        saga = await declare(bus, "dommel", "calamity")
-        await declare(zuidas, "dommel", "calamity", saga=saga)  # zuidas's operator agrees
+        # amstel's operator declares it, zuidas's operator agrees.
+        saga = await declare_and_join(bus, await fed.bus("zuidas"), "dommel", "calamity")
         record = await saga_in(bus, saga, FINISHED, timeout=60)
         report = record.report
         assert report is not None and record.state == "completed", report
@@ -149,8 +149,7 @@ async def test_a_dead_source_is_restored_from_its_newest_good_backup(
         data, headers = await get_blob(bus, newest.name)
         await put_blob(bus, newest.name, data[:-1] + b"!", headers)  # bit rot
 
-        saga = await declare(bus, "dommel", "calamity")
-        await declare(await fed.bus("zuidas"), "dommel", "calamity", saga=saga)
+        saga = await declare_and_join(bus, await fed.bus("zuidas"), "dommel", "calamity")
         record = await saga_in(bus, saga, FINISHED, timeout=60)
         report = record.report
         assert report is not None and record.state == "completed", report

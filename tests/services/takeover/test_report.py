@@ -10,6 +10,7 @@ import msgspec
 from contracts.state import SagaRecord
 from contracts.takeover import PlanItem
 from services.takeover import saga as S
+from services.takeover.html import to_html
 from services.takeover.plan import plan_hash
 from services.takeover.report import build_report, to_markdown
 
@@ -149,3 +150,30 @@ def test_markdown_has_the_right_rows() -> None:
     # A pipe in a reason does not break the table.
     assert "| kaart | dommel | - | - | - | no_successor | nobody \\| may |" in lines
     assert "**Result: FAILED**" in lines
+
+
+def test_a_stateful_row_reports_data_retries_rpo_and_html() -> None:
+    record = approved(planned())
+    data = {"object": "takeover/s1/rivm-meetdata/1", "digest": "ab" * 32, "size": 1024,
+            "origin": "source", "rpo_s": 0.0, "rpo_target_s": 300}
+    for attempt, status in ((1, "failed"), (2, "ok")):
+        record = S.with_result(record, S.step_entry(
+            S.EXPORT, "ok", at=at(0.4), workload="rivm-meetdata", attempt=attempt,
+            **data), at(0.4)) or record
+        record = S.with_result(record, S.step_entry(
+            S.SHADOW_START, status, at=at(0.5), workload="rivm-meetdata", attempt=attempt,
+            elapsed_ms=800.0 if status == "ok" else None, rto_target_s=60,
+            detail="digest mismatch <on purpose>" if status == "failed" else "ok"),
+            at(0.5)) or record
+    record = shadow(record, "rivm-dashboard", "ok", 5.0)
+    _, report = finished(record)
+    rows = {w["workload"]: w for w in report["workloads"]}  # type: ignore[union-attr]
+    row = rows["rivm-meetdata"]
+    assert row["status"] == "ok" and row["attempts"] == 2 and row["digest"] == "ab" * 32
+    assert row["rpo_met"] is True and row["rto_s"] == 0.8 and row["rto_met"] is True
+    assert row["retries"] == ["attempt 1: digest mismatch <on purpose>"]
+    assert rows["rivm-dashboard"]["stateful"] is False and report["passed"] is True
+    html = to_html(report)
+    assert html.startswith("<!doctype html>") and "<script" not in html
+    assert "&lt;on purpose&gt;" in html and "<on purpose>" not in html
+    assert "ab" * 32 in html and "PASSED" in html and "Timeline" in html

@@ -21,7 +21,7 @@ from support_takeover import (
     FINISHED,
     WORKLOAD,
     data_on,
-    declare,
+    declare_and_join,
     place,
     record_events,
     saga_in,
@@ -50,8 +50,7 @@ async def test_the_saga_resumes_after_its_coordinator_stops(
                 await asyncio.Event().wait()
 
         takeover_of(fed, "amstel").boundary_hook = stop_amstel_here
-        saga = await declare(await fed.bus("amstel"), "dommel", "calamity")
-        await declare(bus, "dommel", "calamity", saga=saga)
+        saga = await declare_and_join(await fed.bus("amstel"), bus, "dommel", "calamity")
         store = await sagas(bus)
 
         async def taken_over() -> bool:
