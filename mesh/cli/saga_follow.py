@@ -105,7 +105,7 @@ class View:
         if self.progress is not None and isinstance(event, TakeoverProposed):
             for item in event.plan:
                 self.tasks[item.workload] = self.progress.add_task(
-                    item.workload, total=len(STAGES) - 1 if not event.drill else 3,
+                    item.workload, total=2 if event.drill else len(STAGES) - 1,
                     stage="planned")
         if self.progress is not None and isinstance(event, TakeoverStep) and event.workload:
             task = self.tasks.get(event.workload)
