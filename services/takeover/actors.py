@@ -8,13 +8,8 @@ import asyncio
 import shutil
 import time
 
-from contracts.state import (
-    SagaRecord,
-)
-from contracts.takeover import (
-    PlanItem,
-    TakeoverStep,
-)
+from contracts.state import SagaRecord
+from contracts.takeover import PlanItem, TakeoverStep
 from mesh.envelope import Envelope
 from mesh.errors import RetryableError
 from mesh.objects import BlobMissing
@@ -39,14 +34,12 @@ class ActorRole(SagaBase):
         if event.step not in ACTOR_STEPS or not event.workload or not event.actor:
             return  # the coordinator's own bookkeeping (plan, approval, cut-over, ...)
         runner = self._runners.get(event.saga)
-        if runner is None or runner.done():
-            return  # the actor recorded it; the coordinator checks it and wakes up
-        record = await self._record(event.saga)
-        if record is None:
-            return
-        if env.member == record.coordinator and event.actor != env.member:
-            return  # a result the coordinator recorded itself (a timeout)
-        item = next((i for i in record.plan if i.workload == event.workload), None)
+        plan = self._plans.get(event.saga)
+        if runner is None or runner.done() or plan is None:
+            return  # the actor recorded it; the coordinator finds it in the record
+        if env.member == self.ctx.member and event.actor != env.member:
+            return  # a result this coordinator recorded itself (a timeout)
+        item = plan.get(event.workload)
         expected = None if item is None else (
             item.source if event.step == S.EXPORT else item.successor)
         if env.member != event.actor or expected != env.member:
@@ -54,12 +47,16 @@ class ActorRole(SagaBase):
                 "bad_step", f"{env.member} reported {event.step} of {event.workload} in "
                 f"saga {event.saga}, but it is not that step's planned actor", env)
             return
-        # The actor recorded its result itself; this keeps it when that write was lost.
-        entry = S.step_entry(event.step, event.status, at=env.time, workload=event.workload,
-                             actor=env.member, elapsed_ms=event.elapsed_ms,
-                             detail=event.detail, msg_id=env.msg_id, attempt=event.attempt,
-                             digest=event.digest)
-        await self._modify(event.saga, lambda cur: S.with_result(cur, entry, now_utc()))
+        # The actor recorded its outcome itself; wake the one waiter for it, which keeps
+        # this copy when the actor's write was lost.
+        key = (event.saga, event.step, event.workload, event.attempt)
+        self._arrived[key] = S.step_entry(
+            event.step, event.status, at=env.time, workload=event.workload,
+            actor=env.member, elapsed_ms=event.elapsed_ms, detail=event.detail,
+            msg_id=env.msg_id, attempt=event.attempt, digest=event.digest)
+        arrival = self._arrival.get(key)
+        if arrival is not None:
+            arrival.set()
 
     async def _on_action_request(self, event: TakeoverStep, env: Envelope) -> None:
         assert event.workload is not None

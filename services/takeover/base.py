@@ -13,14 +13,8 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from contracts.state import (
-    DownDecision,
-    PlacementRecord,
-    SagaRecord,
-)
-from contracts.takeover import (
-    TakeoverStep,
-)
+from contracts.state import DownDecision, PlacementRecord, SagaRecord
+from contracts.takeover import PlanItem, TakeoverStep
 from contracts.workload import WorkloadSpec
 from mesh import layout
 from mesh.bus import Consumer
@@ -110,6 +104,13 @@ class SagaBase:
         self._lease_task: asyncio.Task[None] | None = None
         # One event per saga, replaced on every notification, so no waiter misses one.
         self._signals: dict[str, asyncio.Event] = {}
+        # Actors' outcomes seen on the bus by this coordinator, each with its own signal:
+        # a result wakes only the waiter for it, which then reads the record once (with
+        # many workloads in flight, waking every waiter on every result costs a read of
+        # the whole record per waiter per result).
+        self._plans: dict[str, dict[str, PlanItem]] = {}
+        self._arrived: dict[tuple[str, str, str, int], dict[str, object]] = {}
+        self._arrival: dict[tuple[str, str, str, int], asyncio.Event] = {}
         self._cutover_lock = asyncio.Lock()
         self._completed = 0
         self._approved = 0

@@ -7,14 +7,8 @@ import asyncio
 import datetime as dt
 from functools import partial
 
-from contracts.state import (
-    DownDecision,
-    EscalationDecision,
-    PlacementRecord,
-)
-from contracts.takeover import (
-    TakeoverRequested,
-)
+from contracts.state import DownDecision, EscalationDecision, PlacementRecord
+from contracts.takeover import TakeoverRequested
 from mesh import layout
 from mesh.envelope import new_msg_id
 from mesh.errors import CasConflict

@@ -5,16 +5,13 @@ or the release of the source's replica. Part of `TakeoverService`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
+from functools import partial
 
-from contracts.state import (
-    SagaRecord,
-    SiteLedger,
-)
-from contracts.takeover import (
-    PlanItem,
-)
+from contracts.state import SagaRecord, SiteLedger
+from contracts.takeover import PlanItem
 from contracts.workload import Assignment, WorkloadSpec
 from mesh import layout
 from mesh.errors import CasConflict
@@ -31,6 +28,7 @@ from services.takeover.errors import NoData
 
 class MoveRole(SagaBase):
     async def _run_workloads(self, record: SagaRecord) -> None:
+        self._plans[record.saga] = {i.workload: i for i in record.plan}
         limit = asyncio.Semaphore(self.CONCURRENCY)
 
         async def one(item: PlanItem) -> None:
@@ -181,24 +179,39 @@ class MoveRole(SagaBase):
         self, saga: str, step: str, item: PlanItem, attempt: int,
         started: float, bound_s: float, *, actor: str | None,
     ) -> dict[str, object] | None:
-        while True:
-            signal = self._signal(saga)
-            current = await self._mine(saga)
-            if current is None or current.state in S.FINISHED:
-                return None
-            done = S.find_step(current, step, workload=item.workload, attempt=attempt)
-            if done is not None:
-                return done
-            remaining = bound_s - (time.monotonic() - started)
-            if remaining <= 0:
-                failed = S.step_entry(
-                    step, "failed", at=now_utc(), workload=item.workload, actor=actor,
-                    attempt=attempt, detail=f"no answer from {actor} within {bound_s:g} s")
-                await self._record_and_publish(saga, failed)
-                current = await self._record(saga)
-                return (S.find_step(current, step, workload=item.workload, attempt=attempt)
-                        if current else failed)
-            await self._wait(signal, remaining)
+        key = (saga, step, item.workload, attempt)
+        arrival = self._arrival.setdefault(key, asyncio.Event())
+        try:
+            while True:
+                current = await self._mine(saga)
+                if current is None or current.state in S.FINISHED:
+                    return None
+                done = S.find_step(current, step, workload=item.workload, attempt=attempt)
+                if done is not None:
+                    return done
+                seen = self._arrived.get(key)
+                if seen is not None:
+                    # On the bus but not in the record (the actor's write was lost).
+                    await self._modify(saga, partial(S.with_result, entry=seen,
+                                                     now=now_utc()))
+                    continue
+                remaining = bound_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    failed = S.step_entry(
+                        step, "failed", at=now_utc(), workload=item.workload, actor=actor,
+                        attempt=attempt,
+                        detail=f"no answer from {actor} within {bound_s:g} s")
+                    await self._record_and_publish(saga, failed)
+                    current = await self._record(saga)
+                    return (S.find_step(current, step, workload=item.workload,
+                                        attempt=attempt) if current else failed)
+                # The result's event wakes us; the record is read again now and then
+                # anyway, for an outcome written by an actor whose event we missed.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrival.wait(), timeout=min(remaining, 3.0))
+        finally:
+            self._arrival.pop(key, None)
+            self._arrived.pop(key, None)
 
     async def _shadow_step(
         self, saga: str, item: PlanItem, attempt: int

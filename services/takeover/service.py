@@ -43,10 +43,7 @@ from typing import Any
 import msgspec
 
 from contracts.base import Event
-from contracts.state import (
-    PlacementRecord,
-    SagaRecord,
-)
+from contracts.state import PlacementRecord, SagaRecord
 from contracts.takeover import (
     TakeoverApproved,
     TakeoverCompleted,
