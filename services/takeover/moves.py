@@ -272,7 +272,7 @@ class MoveRole(SagaBase):
                     try:
                         held = await book(ledgers, state, workload=workload,
                                           amount=new.spec.resources, sites=arrive,
-                                          generation=new.generation)
+                                          generation=new.generation, tenant=new.spec.tenant)
                     except NotBooked as exc:
                         detail = f"{item.successor}/{item.site} cannot be booked: {exc}"
                         if exc.full:
