@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.workload import WorkloadSpec
-from mesh.objects import BlobInfo, delete_blob, list_blobs, put_blob, sha256_hex
+from mesh.objects import BlobInfo, delete_blob, get_blob, list_blobs, put_blob, sha256_hex
 from services.agent.drivers.base import Driver
 
 KEEP = 3
@@ -100,3 +100,38 @@ async def back_up(
     for old in beyond_keep(await backups_of(bus, spec.id), keep):
         await delete_blob(bus, old.name)
     return made
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore found: the backup imported (None: none usable) and why the newer
+    ones were passed over (a digest that does not match, an object gone)."""
+
+    backup: Backup | None
+    skipped: list[str]
+
+    def detail(self, now: dt.datetime, rpo_target_s: int) -> str:
+        if self.backup is None:
+            why = f" ({'; '.join(self.skipped)})" if self.skipped else ""
+            return f"no backup to restore{why}: started without data"
+        age = self.backup.age_s(now)
+        return (f"restored backup of {self.backup.member} (generation "
+                f"{self.backup.generation}), {age:.1f} s old: achieved RPO {age:.1f} s "
+                f"against {rpo_target_s} s")
+
+
+async def restore_newest(bus: Any, driver: Driver, spec: WorkloadSpec) -> Restored:
+    """Import the newest backup of `spec` whose bytes match their recorded sha256."""
+    skipped: list[str] = []
+    for candidate in await backups_of(bus, spec.id):
+        try:
+            data, _ = await get_blob(bus, candidate.name)
+        except Exception as exc:  # gone meanwhile (pruned): the next one will do
+            skipped.append(f"{candidate.name}: {exc}")
+            continue
+        if sha256_hex(data) != candidate.sha256:
+            skipped.append(f"{candidate.name}: sha256 does not match")
+            continue
+        await driver.import_(spec.id, spec, data)
+        return Restored(candidate, skipped)
+    return Restored(None, skipped)

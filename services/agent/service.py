@@ -131,6 +131,8 @@ class AgentService:
         self.heartbeats = 0
         self.capacity_reports = 0
         self.backups = 0
+        # workload → what a restore before its start found (noted once it runs)
+        self._restores: dict[str, str] = {}
         # workload → monotonic time its next backup is due
         self._backup_due: dict[str, float] = {}
 
@@ -381,10 +383,13 @@ class AgentService:
                 assert running is not None
                 instance = running[1]
             self._running[spec.id] = (generation, instance)
-            await self._note(spec.id, generation, "running", published=from_event)
+            restored = self._restores.pop(spec.id, "")
+            await self._note(spec.id, generation, "running", published=from_event,
+                             detail=restored)
             await self.ctx.bus.publish(
                 WorkloadBound(workload=spec.id, site=step.site, generation=generation,
-                              driver=self._driver().name, detail=_detail(instance)),
+                              driver=self._driver().name,
+                              detail=", ".join(p for p in (_detail(instance), restored) if p)),
                 msg_id=bound_msg_id(spec.id, generation, me),
             )
             if step.action != "confirm":
@@ -397,6 +402,8 @@ class AgentService:
             await self._fail(spec.id, generation, f"site {site!r} is not a site of "
                              f"{self.ctx.member}")
             return None
+        if spec.stateful and generation > 1:
+            await self._restore(spec)
         try:
             instance = await self._driver().start(spec.id, spec, site)
         except DriverError as exc:
@@ -409,6 +416,25 @@ class AgentService:
             return None
         self._capacity_changed()
         return instance
+
+    async def _restore(self, spec: WorkloadSpec) -> None:
+        """A stateful workload moved here (failover, rebalance) without its data: bring
+        the newest good backup in before it starts. A takeover imports the source's own
+        export before the cut-over, so the data is here already and nothing is restored.
+        """
+        try:
+            if await self._driver().has_data(spec.id, spec):
+                return
+            restored = await backup.restore_newest(self.ctx.bus, self._driver(), spec)
+        except Exception as exc:  # start anyway: refusing would keep it down for good
+            restored = backup.Restored(None, [f"restore failed: {exc}"])
+        detail = restored.detail(dt.datetime.now(dt.UTC), spec.rpo_seconds)
+        self._restores[spec.id] = detail
+        if restored.backup is None:
+            log.warning("stateful workload starts without data", workload=spec.id,
+                        detail=detail)
+        else:
+            log.info("restored a backup", workload=spec.id, detail=detail)
 
     async def _fail(self, workload: str, generation: int, reason: str) -> None:
         log.warning("cannot run workload", workload=workload, reason=reason)

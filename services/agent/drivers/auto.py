@@ -37,6 +37,9 @@ class AutoDriver:
     async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
         await self._for(spec).import_(instance_id, spec, data)
 
+    async def has_data(self, instance_id: str, spec: WorkloadSpec) -> bool:
+        return await self._for(spec).has_data(instance_id, spec)
+
     async def close(self) -> None:
         await self.process.close()
         await self.sim.close()

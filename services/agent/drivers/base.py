@@ -58,3 +58,8 @@ class Driver(Protocol):
     async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
         """Replace the instance's data with `data` (from `export`) before it starts."""
         ...
+
+    async def has_data(self, instance_id: str, spec: WorkloadSpec) -> bool:
+        """Whether the instance has data here already (imported, or left by an earlier
+        run): an agent restores a backup only into an instance that has none."""
+        ...

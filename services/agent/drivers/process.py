@@ -142,6 +142,10 @@ class ProcessDriver:
             raise DriverError(f"{instance_id} runs; its data cannot be replaced under it")
         await asyncio.to_thread(unpack, self.data_dir(instance_id), data)
 
+    async def has_data(self, instance_id: str, spec: WorkloadSpec) -> bool:
+        folder = self.data_dir(instance_id)
+        return folder.is_dir() and any(folder.iterdir())
+
     async def _wait_healthy(
         self, instance: Instance, proc: asyncio.subprocess.Process, log_path: Path
     ) -> None:

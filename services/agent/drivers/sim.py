@@ -70,6 +70,9 @@ class SimDriver:
     async def import_(self, instance_id: str, spec: WorkloadSpec, data: bytes) -> None:
         await asyncio.to_thread(self._write, instance_id, data)
 
+    async def has_data(self, instance_id: str, spec: WorkloadSpec) -> bool:
+        return await asyncio.to_thread(self._read, instance_id) is not None
+
     def used(self, site: str) -> Resources:
         return self._used.get(site, ZERO)
 
