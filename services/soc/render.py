@@ -52,6 +52,7 @@ SUMMARIES: dict[str, Callable[[Data], str]] = {
     "workload.placed.v1": _placed,
     "workload.bound.v1": lambda d: (
         f"site={d.get('site')} gen {d.get('generation')} driver={d.get('driver')}"
+        + (f" ({d['detail']})" if d.get("detail") else "")
     ),
     "workload.failed.v1": lambda d: str(d.get("reason")),
     "workload.released.v1": lambda d: f"member={d.get('member')} cause={d.get('cause') or '-'}",
