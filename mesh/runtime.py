@@ -30,8 +30,21 @@ log = logger("mesh.runtime")
 
 @dataclass(frozen=True)
 class NodeSettings:
+    # Failover (docs/continuity.md): beat every interval; silence this long → suspicion.
     heartbeat_interval_s: float = 1.0
     suspicion_timeout_s: float = 3.0
+    # Recovery hysteresis: a down member is back only after this many beats in a row...
+    recovery_beats: int = 3
+    # ... spread over at least this many seconds (none missed for a suspicion timeout).
+    recovery_steady_s: float = 2.0
+    # Flap guard: for this long after a member's recovery, observers suspect it only
+    # after `flap_timeout_factor` times the suspicion timeout of silence, so a member that
+    # flaps around the timeout is not declared down (and its workloads moved) again and
+    # again; a member that really dies is still declared, a little later.
+    flap_guard_s: float = 60.0
+    flap_timeout_factor: float = 3.0
+    # Disruption budget of a failover: re-placements per second by each scheduler.
+    replace_rate_per_s: float = 500.0
     driver: str = "sim"
     # How many NATS servers replicate the federation's state (min(3, servers)).
     replicas: int = 1

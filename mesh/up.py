@@ -95,6 +95,8 @@ class UpOptions:
     live: bool | None = None
     # A subset of services for the nodes (default: all of them).
     services: list[str] | None = None
+    # More `stekker node` options for every node, e.g. the failover knobs.
+    node_args: list[str] = field(default_factory=list)
     ready_timeout_s: float = 60.0
     sync_always: bool = True
     federation: str = FEDERATION
@@ -148,6 +150,7 @@ def node_argv(
     replicas: int,
     services: list[str] | None = None,
     nkey_file: Path | None = None,
+    extra: list[str] | None = None,
 ) -> list[str]:
     """How `up` runs a member's node; recorded, so `member start` repeats it exactly.
     With `nkey_file` (`up --secure`) the node logs in with it and requires tokens."""
@@ -166,7 +169,7 @@ def node_argv(
         argv += ["--services", ",".join(services)]
     if nkey_file:
         argv += ["--require-tokens"]
-    return argv
+    return argv + list(extra or ())
 
 
 # --- waiting ----------------------------------------------------------------------------------
@@ -449,7 +452,7 @@ async def _run(
             fed.start_member_node(profile.id, node_argv(
                 data_dir=data_dir, url=state.members[profile.id].url, member=profile.id,
                 profile_path=path, driver=opts.driver, replicas=replicas,
-                services=opts.services,
+                services=opts.services, extra=opts.node_args,
                 nkey_file=seed_file(data_dir, profile.id) if opts.secure else None,
             ))
         await wait_nodes_ready(fed, bus, members, opts.ready_timeout_s)

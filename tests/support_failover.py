@@ -13,11 +13,28 @@ from collections.abc import Iterable
 import msgspec
 
 from contracts.base import Event
+from contracts.iam import RosterBody, RosterMember
 from contracts.registry import Heartbeat
 from mesh.bus import Bus
 from mesh.envelope import seal
 from mesh.keys import Identity
+from mesh.trust import TrustStore, sign_roster
 from support import Federation
+
+ROSTER_TIME = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def trust_of(*members: str, suspended: Iterable[str] = ()) -> TrustStore:
+    """A trust store with a signed roster of `members` (those in `suspended` suspended)."""
+    ids = [Identity.generate(m) for m in members]
+    body = RosterBody(
+        federation="t", version=1, issued_at=ROSTER_TIME, threshold=1,
+        members=[RosterMember(id=i.member, name=i.member, public_key=i.public_b64,
+                              key_id=i.key_id, roles=["founder"],
+                              state="suspended" if i.member in set(suspended) else "active")
+                 for i in ids],
+    )
+    return TrustStore(sign_roster(body, ids))
 
 
 class HeartbeatPump:

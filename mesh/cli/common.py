@@ -177,6 +177,23 @@ def driver_option() -> Any:
     )
 
 
+def heartbeat_option() -> Any:
+    """`--heartbeat` of `up` and `node` (failover; docs/continuity.md)."""
+    return typer.Option(1.0, "--heartbeat", min=0.05,
+                        help="Heartbeat interval of the member's agent, s.")
+
+
+def suspicion_option() -> Any:
+    return typer.Option(3.0, "--suspicion", min=0.1,
+                        help="Silence after which an observer suspects a member, s.")
+
+
+def replace_rate_option() -> Any:
+    return typer.Option(500.0, "--replace-rate", min=0.01,
+                        help="Failover disruption budget: re-placements per second by "
+                        "each scheduler.")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"stekker: {message}", err=True)
     raise typer.Exit(code)

@@ -56,8 +56,19 @@ def register(app: typer.Typer) -> None:
             None, "--config", help="Member profile (TOML); default: data folder or demo."
         ),
         driver: str = common.driver_option(),
-        heartbeat: float = typer.Option(1.0, "--heartbeat", help="Heartbeat interval, s."),
-        suspicion: float = typer.Option(3.0, "--suspicion", help="Silence before suspicion, s."),
+        heartbeat: float = common.heartbeat_option(),
+        suspicion: float = common.suspicion_option(),
+        recovery_beats: int = typer.Option(
+            3, "--recovery-beats", min=1,
+            help="Beats in a row before a member declared down counts as recovered."),
+        recovery_steady: float = typer.Option(
+            2.0, "--recovery-steady", min=0.0,
+            help="... and spread over at least this many seconds."),
+        flap_guard: float = typer.Option(
+            60.0, "--flap-guard", min=0.0,
+            help="Seconds after a recovery during which a member is suspected only after "
+            "3x the suspicion timeout (0: off)."),
+        replace_rate: float = common.replace_rate_option(),
         replicas: int = typer.Option(1, "--replicas", help="Replicas for new streams (≤3)."),
         services: str | None = typer.Option(
             None, "--services", help=f"Comma-separated subset of: {', '.join(SERVICES)}."
@@ -71,6 +82,9 @@ def register(app: typer.Typer) -> None:
         """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
         configure(f"node-{member}")
         settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
+                                recovery_beats=recovery_beats,
+                                recovery_steady_s=recovery_steady, flap_guard_s=flap_guard,
+                                replace_rate_per_s=replace_rate,
                                 driver=driver, replicas=replicas,
                                 require_tokens=require_tokens)
         names = [s.strip() for s in services.split(",")] if services else None

@@ -178,6 +178,9 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(
             60.0, "--timeout", help="Seconds to wait for servers and for nodes to be ready."
         ),
+        heartbeat: float = common.heartbeat_option(),
+        suspicion: float = common.suspicion_option(),
+        replace_rate: float = common.replace_rate_option(),
         found_only: bool = typer.Option(
             False, "--found-only",
             help="Only write the members' keys and the genesis roster into the data "
@@ -211,6 +214,8 @@ def register(app: typer.Typer) -> None:
             workloads=not no_workloads,
             live=False if no_live else None,
             services=names,
+            node_args=["--heartbeat", str(heartbeat), "--suspicion", str(suspicion),
+                       "--replace-rate", str(replace_rate)],
             ready_timeout_s=timeout,
             found_only=found_only,
             secure=secure,

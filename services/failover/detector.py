@@ -40,16 +40,21 @@ class Detector:
         self.renew_s = renew_s
         self.open: dict[str, Episode] = {}
 
-    def decide(self, target: str, book: HeartbeatBook, now: float) -> Action | None:
+    def decide(
+        self, target: str, book: HeartbeatBook, now: float, *, timeout_s: float | None = None
+    ) -> Action | None:
+        """What to say about `target` now; `timeout_s` overrides the timeout for this
+        target (the flap guard lengthens it, see `recovery.suspicion_timeout`)."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         silence = book.silence(target, now)
         episode = self.open.get(target)
         if episode is None:
-            return Suspect(target, silence) if silence >= self.timeout_s else None
+            return Suspect(target, silence) if silence >= timeout else None
         last = book.last_heard(target)
         fresh = last is not None and last > episode.opened_at
-        if fresh and silence < self.timeout_s:
+        if fresh and silence < timeout:
             return Withdraw(target)
-        if silence >= self.timeout_s and now - episode.published_at >= self.renew_s:
+        if silence >= timeout and now - episode.published_at >= self.renew_s:
             return Suspect(target, silence, renewal=True)
         return None
 

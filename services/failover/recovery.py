@@ -4,6 +4,10 @@ A streak is a run of beats with no gap longer than the suspicion timeout. A memb
 steady when its current streak has at least `min_beats` beats spread over at least
 `min_span_s` and is still going (the last beat is recent). One lucky beat of a flapping
 member does not make it recovered.
+
+The flap guard works the other way round: for a while after a recovery, observers wait
+longer before they suspect the member again, so a member flapping around the timeout is
+not declared down, and its workloads moved, on every flap.
 """
 
 from __future__ import annotations
@@ -51,3 +55,13 @@ def may_recover(*, is_down: bool, steady: bool, standing: int, needed: int) -> b
     suspects: in a partial partition one observer may hear the member while a quorum
     does not, and that one observer must not undo the quorum's declaration."""
     return is_down and steady and standing < needed
+
+
+def suspicion_timeout(
+    base_s: float, *, since_recovery_s: float | None, guard_s: float, factor: float
+) -> float:
+    """The silence after which an observer suspects a member: `base_s`, or `factor` times
+    it while the member's last recovery is less than `guard_s` old."""
+    if since_recovery_s is not None and 0.0 <= since_recovery_s < guard_s:
+        return base_s * max(1.0, factor)
+    return base_s

@@ -43,7 +43,7 @@ from services.failover.decisions import (
 )
 from services.failover.detector import Action, Detector, Suspect, Withdraw
 from services.failover.heartbeats import HeartbeatBook
-from services.failover.recovery import Streaks, may_recover
+from services.failover.recovery import Streaks, may_recover, suspicion_timeout
 from services.failover.suspicions import Suspicion, SuspicionSet
 
 log = logger("services.failover")
@@ -53,9 +53,6 @@ HEARTBEATS = "fed.v1.health.heartbeat.*"
 STALE_FACTOR = 10.0
 # A never-heard member is suspected after timeout + this many timeouts from our start.
 GRACE_FACTOR = 2.0
-# Recovery: beats over at least 2 intervals, and at least 3 of them.
-RECOVERY_SPAN_FACTOR = 2.0
-RECOVERY_BEATS = 3
 # How often the cached down records are re-read from KV (and lost publishes repaired).
 RESYNC_S = 5.0
 # How many times a `member.down` event whose record is not (yet) readable is retried.
@@ -97,8 +94,10 @@ class FailoverService:
         self.book = HeartbeatBook(now, startup_grace_s=GRACE_FACTOR * self.timeout_s)
         # Renew a standing suspicion well before it goes stale.
         self.detector = Detector(timeout_s=self.timeout_s, renew_s=self.stale_s / 2)
-        self.streaks = Streaks(max_gap_s=self.timeout_s, min_beats=RECOVERY_BEATS,
-                               min_span_s=RECOVERY_SPAN_FACTOR * interval)
+        self.settings = ctx.settings
+        self.streaks = Streaks(max_gap_s=self.timeout_s,
+                               min_beats=ctx.settings.recovery_beats,
+                               min_span_s=ctx.settings.recovery_steady_s)
         self.suspicions = SuspicionSet()
         self._ctx = ctx  # health() reads the pieces above from here on
         self._decisions = await bucket(ctx.bus, layout.KV_DECISIONS, DownDecision)
@@ -237,7 +236,8 @@ class FailoverService:
         now = time.monotonic()
         others = self._others()
         for target in others:
-            action = self.detector.decide(target, self.book, now)
+            action = self.detector.decide(target, self.book, now,
+                                          timeout_s=self._timeout_for(target))
             if action is not None:
                 await self._state(action, now)
         for gone in set(self.detector.suspected) - set(others):
@@ -269,6 +269,15 @@ class FailoverService:
                      renewal=action.renewal)
 
     # -- decisions ------------------------------------------------------------------------
+
+    def _timeout_for(self, target: str) -> float:
+        record = self._down.get(target)
+        since = None
+        if record is not None and record.state == "recovered" and record.recovered_at:
+            since = (_utcnow() - record.recovered_at).total_seconds()
+        return suspicion_timeout(self.timeout_s, since_recovery_s=since,
+                                 guard_s=self.settings.flap_guard_s,
+                                 factor=self.settings.flap_timeout_factor)
 
     def _others(self) -> list[str]:
         assert self._ctx is not None

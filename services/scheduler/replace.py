@@ -8,11 +8,13 @@ lost replicas go, and commits what `replaced_record` builds with compare-and-set
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from contracts.state import PlacementRecord, PlacementState, ReplicaStatus
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
+from mesh.trust import TrustStore
+from services.failover import quorum
 
 # Placement states that hold no replicas: nothing of theirs can be lost with a member.
 INACTIVE_STATES: frozenset[str] = frozenset({"released", "unplaceable"})
@@ -178,19 +180,14 @@ class TokenBucket:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
-def quorum_problem(
-    *, member: str, observers: Iterable[str], active: Collection[str], quorum: int
-) -> str | None:
+def quorum_problem(*, member: str, observers: Iterable[str], trust: TrustStore) -> str | None:
     """Why a member-down declaration is not backed by a quorum, or None when it is.
 
-    No member alone may declare another down (invariant 4): the evidence must name at
-    least `quorum` distinct active members other than the one declared down.
+    The failover service's own rule (`services.failover.quorum`), so the scheduler never
+    acts on a declaration the observers could not have made: ⌈2n/3⌉ of the active members
+    other than the one declared down, never fewer than two (invariant 4).
     """
-    seen = set(observers)
-    valid = {o for o in seen if o in active and o != member}
-    if len(valid) < quorum:
-        return (
-            f"{len(valid)} valid observer(s) of {member} down "
-            f"({', '.join(sorted(valid)) or 'none'}); a quorum of {quorum} is needed"
-        )
-    return None
+    return quorum.evidence_problem(
+        member=member, observers=observers, active=trust.member_ids(),
+        needed=quorum.needed_against(trust, member),
+    )

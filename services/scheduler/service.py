@@ -192,12 +192,13 @@ class SchedulerService:
         *,
         durable: str = SUBMIT_DURABLE,
         failover_durable: str = FAILOVER_DURABLE,
-        replace_rate_per_s: float = 500.0,
+        replace_rate_per_s: float | None = None,
         sweep_every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self.durable = durable
         self.failover_durable = failover_durable
-        self._limiter = TokenBucket(rate=replace_rate_per_s)
+        self._replace_rate_per_s = replace_rate_per_s
+        self._limiter = TokenBucket(rate=replace_rate_per_s or 500.0)
         self._ctx: NodeContext | None = None
         self._placements: Bucket[PlacementRecord] | None = None
         self._ledgers: Bucket[SiteLedger] | None = None
@@ -216,6 +217,9 @@ class SchedulerService:
 
     async def start(self, ctx: NodeContext) -> None:
         self._ctx = ctx
+        # failover hook: the disruption budget is a node setting (`--replace-rate`)
+        self._limiter = TokenBucket(
+            rate=self._replace_rate_per_s or ctx.settings.replace_rate_per_s)
         self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
         self._ledgers = await bucket(ctx.bus, layout.KV_RESERVATIONS, SiteLedger)
         self._live = await live_state(ctx.bus)
@@ -513,13 +517,9 @@ class SchedulerService:
         task.add_done_callback(_log_failure)
 
     async def _on_down(self, event: MemberDown, env: Envelope) -> None:
-        trust = self.ctx.trust
-        problem = quorum_problem(
-            member=event.member,
-            observers=[e.observer for e in event.evidence],
-            active=trust.member_ids(),
-            quorum=trust.quorum_against(event.member),
-        )
+        # failover hook: the one quorum rule of services.failover.quorum (min. 2 observers)
+        problem = quorum_problem(member=event.member, trust=self.ctx.trust,
+                                 observers=[e.observer for e in event.evidence])
         if problem is not None:
             await self.ctx.bus.report_violation(
                 Rejected("quorum_missing", problem), env.subject, env.headers

@@ -5,18 +5,19 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.failover import Evidence
-from contracts.iam import RosterBody, RosterMember
 from contracts.state import DownDecision
-from mesh.keys import Identity
-from mesh.trust import TrustStore, sign_roster
+from mesh.trust import TrustStore
 from services.failover import quorum
 from services.failover.decisions import confirms, down_event, next_down, next_recovered
 from services.failover.detector import Detector, Suspect, Withdraw
 from services.failover.heartbeats import HeartbeatBook
-from services.failover.recovery import Streaks, may_recover
+from services.failover.recovery import Streaks, may_recover, suspicion_timeout
 from services.failover.suspicions import Suspicion, SuspicionSet
+from support_failover import trust_of as roster_of
 
 T0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -26,15 +27,7 @@ def at(seconds: float) -> dt.datetime:
 
 
 def trust_of(n: int, suspended: tuple[str, ...] = ()) -> TrustStore:
-    ids = [Identity.generate(f"m{i}") for i in range(n)]
-    body = RosterBody(
-        federation="t", version=1, issued_at=T0, threshold=1,
-        members=[RosterMember(id=i.member, name=i.member, public_key=i.public_b64,
-                              key_id=i.key_id, roles=["founder"],
-                              state="suspended" if i.member in suspended else "active")
-                 for i in ids],
-    )
-    return TrustStore(sign_roster(body, ids))
+    return roster_of(*(f"m{i}" for i in range(n)), suspended=suspended)
 
 
 def sus(observer: str, t: float = 0.0, *, target: str = "m0", suspected: bool = True
@@ -194,6 +187,27 @@ def test_only_other_active_members_count() -> None:
     assert quorum.reached(counted, 2)
 
 
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(min_value=2, max_value=12), data=st.data())
+def test_a_minority_side_of_any_partition_declares_nobody(n: int, data: st.DataObject) -> None:
+    """Split the members in two; each side suspects everyone on the other side (and,
+    being cut off, hears nobody there). Only a side holding a quorum of the others may
+    declare, so a target is never declared by both sides, and a minority never."""
+    trust = trust_of(n)
+    active = trust.member_ids()
+    side = set(data.draw(st.lists(st.sampled_from(active), unique=True, max_size=n // 2)))
+    other = set(active) - side
+    for target in active:
+        observers = other if target in side else side
+        counted = quorum.counting([sus(o, target=target) for o in observers],
+                                  target=target, active=active)
+        needed = quorum.needed_against(trust, target)
+        if quorum.reached(counted, needed):
+            assert len(observers) >= 2 and 3 * len(observers) >= 2 * (n - 1)
+        if 2 * len(observers) < n - 1:  # a strict minority of the others
+            assert not quorum.reached(counted, needed)
+
+
 def test_evidence_problem() -> None:
     active = ["a", "b", "c"]
     assert quorum.evidence_problem(member="c", observers=["a", "b"], active=active,
@@ -236,6 +250,26 @@ def test_may_recover_only_when_the_quorum_let_go() -> None:
     assert not may_recover(is_down=True, steady=True, standing=2, needed=2)
     assert not may_recover(is_down=True, steady=False, standing=0, needed=2)
     assert not may_recover(is_down=False, steady=True, standing=0, needed=2)
+
+
+def test_flap_guard_lengthens_the_timeout_for_a_while_after_recovery() -> None:
+    def timeout(since: float | None) -> float:
+        return suspicion_timeout(3.0, since_recovery_s=since, guard_s=60.0, factor=3.0)
+
+    assert timeout(None) == 3.0  # never recovered
+    assert timeout(5.0) == 9.0
+    assert timeout(59.9) == 9.0
+    assert timeout(60.0) == 3.0  # the guard has passed
+    assert suspicion_timeout(3.0, since_recovery_s=5.0, guard_s=0.0, factor=3.0) == 3.0
+
+
+def test_detector_honours_a_longer_timeout_for_one_target() -> None:
+    book = HeartbeatBook(0.0)
+    book.heard("b", 0.0)
+    detector = Detector(timeout_s=3.0, renew_s=15.0)
+    assert detector.decide("b", book, 4.0, timeout_s=9.0) is None  # flap guard: not yet
+    action = detector.decide("b", book, 9.5, timeout_s=9.0)
+    assert isinstance(action, Suspect)
 
 
 # -- the decision record ------------------------------------------------------------------------

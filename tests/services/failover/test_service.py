@@ -25,7 +25,8 @@ from services.failover.service import FailoverService
 from support import MEMBERS, Federation, federation, wait_until
 from support_failover import HeartbeatPump, publish_forged
 
-SETTINGS = NodeSettings(heartbeat_interval_s=0.2, suspicion_timeout_s=0.8)
+SETTINGS = NodeSettings(heartbeat_interval_s=0.2, suspicion_timeout_s=0.8,
+                        recovery_steady_s=0.4, flap_guard_s=0.0)
 SERVICES = ["iam", "registry", "agent", "failover"]
 
 

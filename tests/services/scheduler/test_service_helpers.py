@@ -18,6 +18,7 @@ from services.scheduler.replace import (
     quorum_problem,
     replaced_record,
 )
+from support_failover import trust_of
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 R = Resources(vcpu=2, memory_gib=4, storage_gib=10)
@@ -89,14 +90,17 @@ def test_token_bucket_spaces_out_after_the_burst() -> None:
     assert bucket.reserve(10.0) == 0.0  # refilled, capped at the burst
 
 
-def test_quorum_problem() -> None:
-    active = ["amstel", "dommel", "zuidas"]
-    assert quorum_problem(member="dommel", observers=["amstel", "zuidas"], active=active,
-                          quorum=2) is None
+def test_quorum_problem_is_the_failover_rule() -> None:
+    trust = trust_of("amstel", "dommel", "zuidas")
+    assert quorum_problem(member="dommel", observers=["amstel", "zuidas"], trust=trust) is None
     # Repeats, the subject itself and strangers do not count.
     problem = quorum_problem(member="dommel", observers=["amstel", "amstel", "dommel", "evil"],
-                             active=active, quorum=2)
+                             trust=trust)
     assert problem is not None and "1 valid observer" in problem
+    # Two members: ⌈2·1/3⌉ = 1, but the scheduler, like the observers, needs two.
+    pair = trust_of("amstel", "dommel")
+    problem = quorum_problem(member="dommel", observers=["amstel"], trust=pair)
+    assert problem is not None and "quorum of 2" in problem
 
 
 def test_member_statuses_down_wins_and_drills_never_freeze() -> None:
