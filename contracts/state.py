@@ -41,6 +41,18 @@ class ReplicaStatus(msgspec.Struct, kw_only=True):
     detail: str = ""
 
 
+class FailoverMove(msgspec.Struct, kw_only=True):
+    """The last failover re-placement of a workload, for its achieved RTO: from the
+    declaration (`declared_at`) to its new replicas running (their `since`)."""
+
+    lost: str  # the member declared down
+    site: str = ""  # the site declared down, when only one site of `lost` went dark
+    declared_at: dt.datetime
+    placed_at: dt.datetime
+    rto_target_s: int
+    to: list[str] = []  # the members given the lost replicas
+
+
 class PlacementRecord(msgspec.Struct, kw_only=True):
     """`fed_placements/<workload>`: created once by CAS; every change at a known revision."""
 
@@ -56,6 +68,8 @@ class PlacementRecord(msgspec.Struct, kw_only=True):
     # Set once the placed event for this generation is on FED (the publish after the CAS).
     published_generation: int = 0
     history: list[str] = []
+    # Set by a failover re-placement (kept until the next change of the placement).
+    failover: FailoverMove | None = None
 
 
 class DownDecision(msgspec.Struct, kw_only=True):

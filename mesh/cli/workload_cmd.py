@@ -42,7 +42,37 @@ def summary(key: str, record: PlacementRecord) -> dict[str, Any]:
         ],
         "summary": decision.summary if decision else "",
         "history": list(record.history),
+        "failover": failover_summary(record),
     }
+
+
+def failover_summary(record: PlacementRecord) -> dict[str, Any] | None:
+    """The last failover move and its RTO: achieved (declaration → the new replicas
+    running; None while they are not) against the workload's target."""
+    from services.scheduler.replace import achieved_rto_s
+
+    move = record.failover
+    if move is None:
+        return None
+    achieved = achieved_rto_s(record)
+    return {
+        "from": f"{move.lost}/{move.site}" if move.site else move.lost,
+        "to": list(move.to),
+        "declared_at": move.declared_at.isoformat(),
+        "placed_s": round((move.placed_at - move.declared_at).total_seconds(), 3),
+        "rto_achieved_s": None if achieved is None else round(achieved, 3),
+        "rto_target_s": move.rto_target_s,
+        "rto_met": None if achieved is None else achieved <= move.rto_target_s,
+    }
+
+
+def _rto_cell(item: dict[str, Any]) -> str:
+    move = item.get("failover")
+    if not move:
+        return "-"
+    achieved = move["rto_achieved_s"]
+    done = "pending" if achieved is None else f"{achieved:.1f}"
+    return f"{done}/{move['rto_target_s']} s"
 
 
 async def _placements(bus: Any) -> Bucket[PlacementRecord]:
@@ -290,17 +320,19 @@ def register(app: typer.Typer) -> None:
     def list_(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON array."),
     ) -> None:
-        """List every workload's placement: state, members, generation, replicas."""
+        """List every workload's placement: state, members, generation, replicas, and
+        after a failover the RTO achieved against its target (declaration → running)."""
         items = common.run(_list)
         if as_json:
             common.print_json(items)
             return
         common.print_table(
             "Workloads",
-            ["ID", "TENANT", "CRITICALITY", "STATE", "GEN", "WHERE", "REPLICAS"],
+            ["ID", "TENANT", "CRITICALITY", "STATE", "GEN", "WHERE", "REPLICAS", "RTO"],
             [
                 [i["id"], i["tenant"], i["criticality"], i["state"], i["generation"],
-                 _where(i), _replica_cell(i) if i["replicas"] else i["summary"]]
+                 _where(i), _replica_cell(i) if i["replicas"] else i["summary"],
+                 _rto_cell(i)]
                 for i in items
             ],
         )
@@ -317,5 +349,12 @@ def register(app: typer.Typer) -> None:
         decision = record.decision
         if decision is None:
             common.fail(f"workload {workload!r} has no recorded decision yet")
+        move = failover_summary(record)
         show_decision(decision, as_json=as_json, title=workload, extra={
-            "workload": workload, "generation": record.generation})
+            "workload": workload, "generation": record.generation, "failover": move})
+        if move is not None and not as_json:
+            achieved = move["rto_achieved_s"]
+            typer.echo(f"failover from {move['from']} to {', '.join(move['to']) or '-'}: "
+                       f"placed {move['placed_s']:.1f} s after the declaration; RTO "
+                       + ("pending (new replicas not running yet)" if achieved is None
+                          else f"{achieved:.1f} s") + f" of {move['rto_target_s']} s target")

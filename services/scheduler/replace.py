@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from contracts.state import PlacementRecord, PlacementState, ReplicaStatus
+from contracts.state import FailoverMove, PlacementRecord, PlacementState, ReplicaStatus
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
 from mesh.trust import TrustStore
 from services.failover import quorum
@@ -57,7 +57,7 @@ def state_after(decision: DecisionRecord) -> PlacementState:
 
 def history_line(
     generation: int, lost: str, before: list[Assignment], after: list[Assignment],
-    *, rto_s: float | None = None,
+    *, rto_s: float | None = None, rto_target_s: int | None = None,
 ) -> str:
     """One short line per change, e.g. ``gen 2: failover from dommel → zuidas``."""
     kept = {a.member for a in before}
@@ -70,7 +70,8 @@ def history_line(
         target = "nowhere (unplaceable)"
     line = f"gen {generation}: failover from {lost} → {target}"
     if rto_s is not None:
-        line += f" ({rto_s:.1f} s after down)"
+        line += f" ({rto_s:.1f} s after down"
+        line += f"; RTO target {rto_target_s} s)" if rto_target_s is not None else ")"
     return line
 
 
@@ -107,11 +108,38 @@ def replaced_record(
     lost: str,
     now: dt.datetime,
     rto_s: float | None = None,
+    declared_at: dt.datetime | None = None,
 ) -> PlacementRecord:
-    """The record after a failover decision: the lost member's replica placed anew."""
+    """The record after a failover decision: the lost member's replica placed anew.
+
+    With `declared_at` (the down declaration) the record keeps a `FailoverMove`, so the
+    achieved RTO can be told once the new replicas run (`achieved_rto_s`)."""
+    if declared_at is not None:
+        rto_s = (now - declared_at).total_seconds()
+    target = record.spec.rto_seconds if declared_at is not None else None
     line = history_line(record.generation + 1, lost, survivors(record, lost),
-                        list(decision.chosen), rto_s=rto_s)
-    return _next_record(record, decision, now=now, line=line)
+                        list(decision.chosen), rto_s=rto_s, rto_target_s=target)
+    new = _next_record(record, decision, now=now, line=line)
+    if declared_at is not None:
+        kept = {a.member for a in record.assignments}
+        new.failover = FailoverMove(
+            lost=lost, declared_at=declared_at, placed_at=now,
+            rto_target_s=record.spec.rto_seconds,
+            to=[a.member for a in decision.chosen if a.member not in kept])
+    return new
+
+
+def achieved_rto_s(record: PlacementRecord) -> float | None:
+    """Seconds from the down declaration to the last new replica running; None when the
+    placement was not failed over, or its new replicas do not all run yet."""
+    move = record.failover
+    if move is None:
+        return None
+    moved = [r for r in record.replicas if r.member in move.to]
+    if not moved or any(r.state != "running" or r.since is None for r in moved):
+        return None
+    last = max(r.since or move.placed_at for r in moved)
+    return max(0.0, (last - move.declared_at).total_seconds())
 
 
 def moved_record(

@@ -566,8 +566,9 @@ class SchedulerService:
                 decided_by=self.ctx.member, now=now, cause="failover",
                 exclude=frozenset({member}), keep=survivors(record, member),
             )
-            rto_s = (now - declared_at).total_seconds() if declared_at else None
-            new = replaced_record(record, decision, lost=member, now=now, rto_s=rto_s)
+            # failover hook: the record keeps the declaration time for the achieved RTO
+            new = replaced_record(record, decision, lost=member, now=now,
+                                  declared_at=declared_at)
             added = added_sites(record.assignments, new.assignments)
             if not await self._commit_next(state, entry, new, added):
                 continue  # re-read; the loop decides again (or stops if it is gone)

@@ -13,6 +13,7 @@ from mesh.state import Entry
 from services.scheduler.reader import FederationState, member_statuses
 from services.scheduler.replace import (
     TokenBucket,
+    achieved_rto_s,
     failover_order,
     hit_by,
     quorum_problem,
@@ -79,6 +80,26 @@ def test_replaced_record_keeps_survivors_and_adds_history() -> None:
         DecisionRecord(workload="w", decided_by="x", decided_at=NOW, feasible=False),
         lost="dommel", now=NOW)
     assert gone.state == "unplaceable" and gone.assignments == []
+
+
+def test_a_failover_move_records_its_rto_against_the_target() -> None:
+    old = rec("w", "critical", 60, "amstel", "dommel")
+    chosen = [Assignment(member="amstel", site="amstel1", replica=0),
+              Assignment(member="zuidas", site="zuidas1", replica=1)]
+    decision = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
+                              chosen=chosen)
+    declared = NOW - dt.timedelta(seconds=2)
+    new = replaced_record(old, decision, lost="dommel", now=NOW, declared_at=declared)
+    assert new.history[-1] == "gen 2: failover from dommel → zuidas (2.0 s after down; " \
+        "RTO target 60 s)"
+    assert new.failover is not None and new.failover.to == ["zuidas"]
+    assert achieved_rto_s(new) is None  # zuidas's replica is only assigned
+    bound = NOW + dt.timedelta(seconds=1.5)
+    new.replicas = [r if r.member != "zuidas" else
+                    ReplicaStatus(member="zuidas", site="zuidas1", state="running", since=bound)
+                    for r in new.replicas]
+    assert achieved_rto_s(new) == 3.5  # declaration → the new replica running
+    assert achieved_rto_s(old) is None  # never failed over
 
 
 def test_token_bucket_spaces_out_after_the_burst() -> None:
