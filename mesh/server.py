@@ -136,6 +136,9 @@ class ServerSpec:
     # Config text appended verbatim, e.g. the accounts block of `stekker deploy nats-config`
     # or an `include` line; empty keeps the open, loopback-only server of the demo.
     extra_config: str = ""
+    # Do not tell clients about the other servers of the cluster: a client then stays on
+    # the servers it was given (a partition test keeps a node on its own server).
+    no_advertise: bool = False
 
     @classmethod
     def new(
@@ -206,6 +209,7 @@ def render_config(spec: ServerSpec) -> str:
             f"  name: {_q(spec.cluster_name or '')}",
             f"  listen: {_q(f'{HOST}:{spec.cluster_port}')}",
             f"  routes: [{routes}]",
+            *(["  no_advertise: true"] if spec.no_advertise else []),
             "}",
         ]
     if spec.extra_config:

@@ -63,6 +63,8 @@ class Federation:
     extra_buses: list[Bus] = field(default_factory=list)
     # Per member, the nkey seed file it logs in with (servers with generated accounts).
     logins: dict[str, Path] = field(default_factory=dict)
+    # Per member, the servers its node connects to (default: `urls`), e.g. its own only.
+    member_urls: dict[str, list[str]] = field(default_factory=dict)
 
     def identity(self, member: str) -> Identity:
         return load_identity(self.data_dir / "keys", member)
@@ -70,8 +72,9 @@ class Federation:
     async def start_node(self, member: str, services: Sequence[str] | None = None) -> Node:
         identity = self.identity(member)
         trust = TrustStore()
-        bus = await Bus.connect(self.urls, identity=identity, trust=trust,
-                                service=f"node-{member}", nkey_file=self.logins.get(member))
+        bus = await Bus.connect(self.member_urls.get(member, self.urls), identity=identity,
+                                trust=trust, service=f"node-{member}",
+                                nkey_file=self.logins.get(member))
         await bus.provision(self.settings.replicas)
         ctx = NodeContext(bus=bus, identity=identity, profile=self.profiles[member],
                           data_dir=self.data_dir, settings=self.settings, trust=trust)
@@ -84,12 +87,12 @@ class Federation:
         node = self.nodes.pop(member)
         await node.stop()
 
-    async def bus(self, member: str | None = None) -> Bus:
+    async def bus(self, member: str | None = None, urls: list[str] | None = None) -> Bus:
         """A separate connection, signing as `member` (or none), with the roster in force."""
         from services.iam.service import load_roster
 
         identity = self.identity(member) if member else None
-        bus = await Bus.connect(self.urls, identity=identity, service="test",
+        bus = await Bus.connect(urls or self.urls, identity=identity, service="test",
                                 nkey_file=self.logins.get(member) if member else None)
         roster = await wait_until(lambda: load_roster(bus), what="roster")
         bus.trust = TrustStore(roster)
@@ -114,11 +117,13 @@ async def federation(
     members: Sequence[str] = MEMBERS,
     settings: NodeSettings | None = None,
     logins: dict[str, Path] | None = None,
+    member_urls: dict[str, list[str]] | None = None,
 ) -> AsyncIterator[Federation]:
     profiles = {p.id: p for p in demo_profiles()}
     found_local_federation(data_dir, "stekker-test", list(profiles.values()))
     fed = Federation(urls=urls, data_dir=data_dir, profiles=profiles,
-                     settings=settings or NodeSettings(), logins=dict(logins or {}))
+                     settings=settings or NodeSettings(), logins=dict(logins or {}),
+                     member_urls=member_urls or {})
     try:
         for member in members:
             await fed.start_node(member, services)

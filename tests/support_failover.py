@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -16,9 +17,10 @@ from contracts.base import Event
 from contracts.iam import RosterBody, RosterMember
 from contracts.registry import Heartbeat
 from mesh.bus import Bus
-from mesh.envelope import seal
+from mesh.envelope import Envelope, seal
 from mesh.keys import Identity
 from mesh.trust import TrustStore, sign_roster
+from services.failover.service import FailoverService
 from support import Federation
 
 ROSTER_TIME = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -89,3 +91,38 @@ async def publish_forged(bus: Bus, event: Event, *, claimed: str, target: str | 
                    now=dt.datetime.now(dt.UTC))
     await bus.js.publish(subject, body, headers=headers)
     return headers["Nats-Msg-Id"]
+
+
+SERVICES = ["iam", "registry", "agent", "failover"]
+
+
+class Log:
+    """Every event of some types on FED, read by an ephemeral consumer from the start."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Event, Envelope]] = []
+
+    async def start(self, bus: Bus, *types: type[Event]) -> Log:
+        async def collect(event: Event, env: Envelope) -> None:
+            self.events.append((event, env))
+
+        await bus.consume(collect, subjects=[t.subject_pattern() for t in types], durable=None)
+        return self
+
+    def of(self, cls: type[Event], **fields: Any) -> list[tuple[Any, Envelope]]:
+        return [(e, env) for e, env in self.events if isinstance(e, cls)
+                and all(getattr(e, k) == v for k, v in fields.items())]
+
+
+def failover(fed: Federation, member: str) -> FailoverService:
+    for service in fed.nodes[member].started:
+        if isinstance(service, FailoverService):
+            return service
+    raise AssertionError(f"{member} runs no failover service")
+
+
+def hears_everyone(fed: Federation) -> bool:
+    return all(
+        failover(fed, m).book.beats(other) >= 2
+        for m in fed.nodes for other in fed.nodes if other != m
+    )

@@ -55,6 +55,8 @@ log = logger("services.agent")
 
 # Placement states with nothing to run.
 IDLE_STATES = frozenset({"released", "unplaceable", "pending"})
+# Heartbeat publishes awaiting their JetStream ack at once; past that, beats are skipped.
+HEARTBEATS_IN_FLIGHT = 3
 
 
 # Placements handled at once: a sim start is instant, the record's update and the bound
@@ -210,22 +212,35 @@ class AgentService:
         sites = [s.id for s in self.ctx.profile.sites]
         seq = 0
         next_at = time.monotonic()
-        while True:
-            seq += 1
-            try:
-                await self.ctx.bus.publish(
-                    Heartbeat(seq=seq, interval_s=interval, sites_up=sites),
-                    timeout=max(interval, 1.0),
-                )
-                self.heartbeats += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("heartbeat not published", error=str(exc))
-            # One publish at a time; ticks missed by a slow publish are skipped, not
-            # fired in a burst afterwards.
-            next_at = max(next_at + interval, time.monotonic())
-            await asyncio.sleep(next_at - time.monotonic())
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                seq += 1
+                # Observers hear the beat when it is sent, not when JetStream acks it; an
+                # ack slowed by a leader election (just when a member died) must not delay
+                # the next beats and make this member look silent. So the ack is awaited
+                # beside the loop, a few at most.
+                if len(in_flight) < HEARTBEATS_IN_FLIGHT:
+                    task = asyncio.create_task(self._beat(seq, interval, sites))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                next_at = max(next_at + interval, time.monotonic())
+                await asyncio.sleep(next_at - time.monotonic())
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _beat(self, seq: int, interval: float, sites: list[str]) -> None:
+        try:
+            await self.ctx.bus.publish(
+                Heartbeat(seq=seq, interval_s=interval, sites_up=sites),
+                timeout=max(interval, 1.0),
+            )
+            self.heartbeats += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("heartbeat not published", error=str(exc))
 
     def _capacity_changed(self) -> None:
         self._dirty.set()

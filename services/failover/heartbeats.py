@@ -33,6 +33,13 @@ class HeartbeatBook:
     def beats(self, member: str) -> int:
         return self._beats.get(member, 0)
 
+    def rebase(self, at: float) -> None:
+        """Restart every member's silence at `at`: what this observer measured while it
+        was itself cut off from the federation says nothing about the others."""
+        self.started_at = max(self.started_at, at - self.startup_grace_s)
+        for member, last in self._last.items():
+            self._last[member] = max(last, at)
+
     def silence(self, member: str, now: float) -> float:
         """Seconds since `member` was last heard (or since start + grace), never negative."""
         last = self._last.get(member)

@@ -78,6 +78,7 @@ class FailoverService:
         self._published: set[tuple[str, str, int]] = set()  # (kind, member, epoch) on FED
         self._confirm_tries: dict[str, int] = {}
         self._last_resync = 0.0
+        self._cut_off = False  # a statement of ours failed to reach FED
         self.ticks = 0
         self.counts: dict[str, int] = {
             "heartbeats": 0, "suspicions": 0, "withdrawals": 0, "declared": 0,
@@ -234,12 +235,21 @@ class FailoverService:
 
     async def _tick(self) -> None:
         now = time.monotonic()
+        if self._cut_off and not await self._reconnected(now):
+            return
         others = self._others()
         for target in others:
             action = self.detector.decide(target, self.book, now,
                                           timeout_s=self._timeout_for(target))
             if action is not None:
-                await self._state(action, now)
+                try:
+                    await self._state(action, now)
+                except Exception:
+                    # Our statement cannot reach FED: we may be the one cut off (a
+                    # minority partition, our server down). Until FED answers again,
+                    # state nothing; then the silences we measured restart (below).
+                    self._cut_off = True
+                    raise
         for gone in set(self.detector.suspected) - set(others):
             self.detector.forget(gone)
         for target in others:
@@ -247,6 +257,22 @@ class FailoverService:
         if now - self._last_resync >= RESYNC_S:
             await self._resync()
             self.suspicions.prune(now=_utcnow(), stale_s=self.stale_s)
+
+    async def _reconnected(self, now: float) -> bool:
+        """Does FED answer again after this observer was cut off? Then restart every
+        member's silence: otherwise, the moment a healed minority can publish again, it
+        would state suspicions of members it simply could not hear, and together with
+        one hiccup on the majority's side they could make a quorum."""
+        assert self._decisions is not None and self._ctx is not None
+        try:
+            await asyncio.wait_for(self._decisions.get(down_key(self._ctx.member)),
+                                   timeout=STATEMENT_TIMEOUT_S)
+        except Exception:
+            return False
+        self._cut_off = False
+        self.book.rebase(now)
+        log.info("reconnected to FED; silences measured while cut off are dropped")
+        return True
 
     async def _state(self, action: Action, now: float) -> None:
         """Publish this observer's signed statement about a target."""

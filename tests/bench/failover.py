@@ -1,19 +1,27 @@
-"""Benchmark: kill -9 a member of the demo federation; how long until its workloads run
-elsewhere. Prints one JSON document.
+"""Benchmark: kill -9 a member of a `stekker up` federation; how long until its workloads
+run elsewhere. Prints one JSON document.
 
-Each round starts `stekker up` (three members, each its own NATS server and node process,
-default settings: heartbeat 1 s, suspicion after 3 s) in a fresh folder, waits until the
-demo workloads run, kills `dommel`'s node and NATS server with SIGKILL, and measures, by
-reading the state from the surviving servers:
-- detection: kill → the quorum's `member.down.v1` stored on FED;
-- recovery: kill → every workload that had a replica on dommel placed elsewhere and
-  running (its new replicas bound by their agents).
-Medians over the rounds, since these machines are shared and noisy.
+Every round starts `stekker up` (three members, each its own NATS server and node process,
+default settings: heartbeat 1 s, suspicion after 3 s, replace rate 500/s) in a fresh
+folder, waits until the workloads run, kills `dommel`'s node and NATS server with SIGKILL
+(`stekker member stop dommel --kill`) and measures, reading the surviving servers:
+- detection: kill → the quorum's declaration (`fed_decisions/down.dommel` declared_at);
+- re-placed: kill → every workload that had a replica on dommel placed elsewhere (KV);
+- bound: kill → ... and its new replicas bound (running) by their agents.
+
+Two scenarios:
+- `demo` (STEKKER_BENCH_ROUNDS rounds, default 3): the demo workloads of deploy/demo;
+  medians, since these machines are shared and noisy;
+- `scale` (one round of STEKKER_BENCH_WORKLOADS, default 1000; 0 skips it): that many
+  small `sim` workloads, submitted through the scheduler with a preference for dommel so
+  dommel hosts them, then dommel killed. Also the achieved RTO per workload (the
+  declaration → its new replica running) as recorded in its placement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -22,20 +30,34 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from contracts.state import DownDecision, PlacementRecord  # noqa: E402
+from contracts.resources import Resources  # noqa: E402
+from contracts.state import DownDecision, MemberRecord, PlacementRecord  # noqa: E402
+from contracts.workload import (  # noqa: E402
+    Preferences,
+    Requirements,
+    WorkloadSpec,
+    WorkloadSubmitted,
+)
 from mesh import layout  # noqa: E402
 from mesh.bus import Bus  # noqa: E402
+from mesh.keys import load_identity  # noqa: E402
 from mesh.localfed import LocalFederation  # noqa: E402
-from mesh.state import bucket  # noqa: E402
+from mesh.state import Bucket, bucket  # noqa: E402
+from services.scheduler.replace import achieved_rto_s  # noqa: E402
 
 ROUNDS = int(os.environ.get("STEKKER_BENCH_ROUNDS", "3"))
+WORKLOADS = int(os.environ.get("STEKKER_BENCH_WORKLOADS", "1000"))
 VICTIM = "dommel"
 BOUND_S = 60.0
+# Submitting goes at the scheduler's pace (see docs/placement.md): allow for it.
+SUBMIT_BOUND_S = 1800.0
 
 
 def stekker(data_dir: Path, *args: str) -> list[str]:
@@ -59,19 +81,91 @@ def running(record: PlacementRecord) -> bool:
     return bool(record.replicas) and all(r.state == "running" for r in record.replicas)
 
 
-async def one_round(data_dir: Path) -> dict[str, float | int]:
+async def _async(value):  # type: ignore[no-untyped-def]
+    return value
+
+
+@contextlib.asynccontextmanager
+async def federation(data_dir: Path, *up_args: str) -> AsyncIterator[tuple[Bus, Any]]:
+    """`stekker up` in `data_dir`; yields a bus (signing as amstel) and the placements."""
     up = await asyncio.create_subprocess_exec(
-        *stekker(data_dir, "up", "--no-live"), cwd=ROOT,
+        *stekker(data_dir, "up", "--no-live", *up_args), cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     bus = None
     try:
         fed = LocalFederation(data_dir)
         urls = await poll(lambda: _async(fed.urls()))
-        bus = await Bus.connect(urls, service="bench")
+        identity = await poll(lambda: _async(load_identity(data_dir / "keys", "amstel")))
+        bus = await Bus.connect(urls, identity=identity, service="bench")
         # The buckets exist once `up` has provisioned the cluster.
         placements = await poll(lambda: bucket(bus, layout.KV_PLACEMENTS, PlacementRecord))
+        yield bus, placements
+    finally:
+        if bus is not None:
+            await bus.close()
+        up.send_signal(signal.SIGINT)
+        await asyncio.wait_for(up.wait(), timeout=BOUND_S)
 
+
+async def kill_victim(data_dir: Path) -> tuple[dt.datetime, float]:
+    killed_at, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+    kill = await asyncio.create_subprocess_exec(
+        *stekker(data_dir, "member", "stop", VICTIM, "--kill"), cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await kill.wait() != 0:
+        raise RuntimeError("member stop --kill failed")
+    return killed_at, t0
+
+
+async def measure_failover(
+    bus: Bus, placements: Bucket[PlacementRecord], hit: list[str], killed_at: dt.datetime,
+    t0: float, every_s: float,
+) -> dict[str, Any]:
+    """Wait for the declaration, the re-placement and the binding of every `hit` workload;
+    the figures, in seconds after the kill."""
+    marks: dict[str, float] = {}
+
+    async def moved() -> dict[str, PlacementRecord] | None:
+        records = {e.key: e.value for e in await placements.items()}
+        away = [records[k] for k in hit
+                if all(a.member != VICTIM for a in records[k].assignments)]
+        if len(away) == len(hit) and "replaced_s" not in marks:
+            marks["replaced_s"] = time.monotonic() - t0
+        if len(away) == len(hit) and all(running(r) for r in away):
+            return records
+        return None
+
+    records = await poll(moved, bound_s=BOUND_S + len(hit) / 10, every_s=every_s)
+    bound_s = time.monotonic() - t0
+    decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
+
+    async def declared() -> dt.datetime | None:
+        entry = await decisions.get(f"down.{VICTIM}")
+        return entry.value.declared_at if entry else None
+
+    down_at = await poll(declared)
+    detection_s = (down_at - killed_at).total_seconds()
+    rtos = [r for r in (achieved_rto_s(records[k]) for k in hit) if r is not None]
+    return {
+        "workloads_moved": len(hit),
+        "detection_s": round(detection_s, 2),
+        "replaced_s": round(marks["replaced_s"], 2),
+        "bound_s": round(bound_s, 2),
+        "replaced_after_detection_s": round(marks["replaced_s"] - detection_s, 2),
+        "bound_after_detection_s": round(bound_s - detection_s, 2),
+        "rto_recorded": len(rtos),
+        "rto_achieved_s_median": round(statistics.median(rtos), 2) if rtos else None,
+        "rto_achieved_s_max": round(max(rtos), 2) if rtos else None,
+        "rto_met": sum(1 for k in hit if (records[k].failover is not None and
+                                          (achieved_rto_s(records[k]) or 1e9)
+                                          <= records[k].spec.rto_seconds)),
+    }
+
+
+async def demo_round(data_dir: Path) -> dict[str, Any]:
+    async with federation(data_dir) as (bus, placements):
         async def settled() -> dict[str, PlacementRecord] | None:
             records = {e.key: e.value for e in await placements.items()}
             if len(records) < 8:
@@ -81,63 +175,75 @@ async def one_round(data_dir: Path) -> dict[str, float | int]:
 
         before = await poll(settled)
         hit = [k for k, r in before.items() if any(a.member == VICTIM for a in r.assignments)]
-        killed_at = dt.datetime.now(dt.UTC)
-        t0 = time.monotonic()
-        kill = await asyncio.create_subprocess_exec(
-            *stekker(data_dir, "member", "stop", VICTIM, "--kill"), cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        if await kill.wait() != 0:
-            raise RuntimeError("member stop --kill failed")
+        killed_at, t0 = await kill_victim(data_dir)
+        return await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.05)
 
-        async def moved() -> bool:
+
+def scale_spec(i: int) -> WorkloadSpec:
+    """Small workloads of mixed criticality and RTO, preferring dommel (a soft wish: the
+    failover may and must place them elsewhere)."""
+    criticality = "critical" if i % 10 == 0 else "high" if i % 10 < 3 else "normal"
+    return WorkloadSpec(
+        id=f"bench-{i:04d}", tenant="bench", criticality=criticality,  # type: ignore[arg-type]
+        rto_seconds=(30, 60, 300)[i % 3],
+        resources=Resources(vcpu=0.05, memory_gib=0.05),
+        requirements=Requirements(preferences=Preferences(members=[VICTIM])),
+    )
+
+
+async def scale_round(data_dir: Path, n: int) -> dict[str, Any]:
+    async with federation(data_dir, "--no-workloads") as (bus, placements):
+        members = await poll(lambda: bucket(bus, layout.KV_MEMBERS, MemberRecord))
+        await poll(lambda: _count_keys(members, 3))
+        t_submit = time.monotonic()
+        specs = [scale_spec(i) for i in range(n)]
+        for chunk in range(0, n, 100):
+            await asyncio.gather(*(bus.publish(WorkloadSubmitted(spec=s))
+                                   for s in specs[chunk:chunk + 100]))
+
+        async def settled() -> dict[str, PlacementRecord] | None:
             records = {e.key: e.value for e in await placements.items()}
-            return all(
-                records[k].generation >= 2 and running(records[k])
-                and all(a.member != VICTIM for a in records[k].assignments)
-                for k in hit
-            )
+            if len(records) < n:
+                return None
+            return records if all(running(r) for r in records.values()) else None
 
-        await poll(moved)
-        recovered_s = time.monotonic() - t0
-
-        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
-
-        async def declared() -> dt.datetime | None:
-            entry = await decisions.get(f"down.{VICTIM}")
-            return entry.value.declared_at if entry else None
-
-        down_at = await poll(declared)
-        return {
-            "workloads_moved": len(hit),
-            "detection_s": round((down_at - killed_at).total_seconds(), 2),
-            "recovery_s": round(recovered_s, 2),
-        }
-    finally:
-        if bus is not None:
-            await bus.close()
-        up.send_signal(signal.SIGINT)
-        await asyncio.wait_for(up.wait(), timeout=BOUND_S)
+        before = await poll(settled, bound_s=SUBMIT_BOUND_S, every_s=1.0)
+        submit_s = time.monotonic() - t_submit
+        hit = sorted(k for k, r in before.items()
+                     if any(a.member == VICTIM for a in r.assignments))
+        killed_at, t0 = await kill_victim(data_dir)
+        figures = await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.2)
+        return {"workloads": n, "placed_and_running_s": round(submit_s, 1), **figures}
 
 
-async def _async(value):  # type: ignore[no-untyped-def]
-    return value
+async def _count_keys(kv: Any, n: int) -> bool:
+    return len(await kv.keys()) >= n
 
 
 def main() -> None:
     rounds = []
     for _ in range(ROUNDS):
         with tempfile.TemporaryDirectory(prefix="stekker-bench-") as tmp:
-            rounds.append(asyncio.run(one_round(Path(tmp) / "fed")))
-    print(json.dumps({
+            rounds.append(asyncio.run(demo_round(Path(tmp) / "fed")))
+    scale = None
+    if WORKLOADS > 0:
+        with tempfile.TemporaryDirectory(prefix="stekker-bench-") as tmp:
+            scale = asyncio.run(scale_round(Path(tmp) / "fed", WORKLOADS))
+    out: dict[str, Any] = {
         "benchmark": "failover",
-        "what": "kill -9 one member (node + NATS server) of the 3-member demo federation",
-        "settings": {"heartbeat_s": 1.0, "suspicion_timeout_s": 3.0},
-        "rounds": rounds,
-        "workloads_moved": rounds[0]["workloads_moved"],
-        "detection_s_median": statistics.median(r["detection_s"] for r in rounds),
-        "kill_to_running_elsewhere_s_median": statistics.median(r["recovery_s"] for r in rounds),
-    }, indent=2))
+        "what": "kill -9 one member (node + NATS server) of a 3-member `stekker up` federation",
+        "settings": {"heartbeat_s": 1.0, "suspicion_timeout_s": 3.0, "replace_rate_per_s": 500},
+        "demo": {
+            "rounds": rounds,
+            "workloads_moved": rounds[0]["workloads_moved"] if rounds else 0,
+            "detection_s_median": statistics.median(r["detection_s"] for r in rounds)
+            if rounds else None,
+            "kill_to_running_elsewhere_s_median": statistics.median(
+                r["bound_s"] for r in rounds) if rounds else None,
+        },
+        "scale": scale,
+    }
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

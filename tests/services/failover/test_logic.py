@@ -252,6 +252,18 @@ def test_may_recover_only_when_the_quorum_let_go() -> None:
     assert not may_recover(is_down=False, steady=True, standing=0, needed=2)
 
 
+def test_rebase_restarts_every_silence() -> None:
+    # The observer was cut off from 10 s to 40 s: nobody's silence counts from before.
+    book = HeartbeatBook(0.0, startup_grace_s=2.0)
+    book.heard("b", 10.0)
+    book.rebase(40.0)
+    assert book.silence("b", 41.0) == 1.0
+    assert book.silence("never-heard", 41.0) == 1.0  # its grace restarts too
+    book.heard("c", 50.0)
+    book.rebase(45.0)  # never moves a clock backwards
+    assert book.silence("c", 50.0) == 0.0
+
+
 def test_flap_guard_lengthens_the_timeout_for_a_while_after_recovery() -> None:
     def timeout(since: float | None) -> float:
         return suspicion_timeout(3.0, since_recovery_s=since, guard_s=60.0, factor=3.0)

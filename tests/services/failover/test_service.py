@@ -9,59 +9,19 @@ import asyncio
 import datetime as dt
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from contracts.base import Event
 from contracts.failover import Evidence, MemberDown, MemberRecovered, MemberSuspected
 from contracts.security import SecurityViolation
 from contracts.state import DownDecision
 from mesh import layout
-from mesh.bus import Bus
-from mesh.envelope import Envelope
 from mesh.runtime import NodeSettings
 from mesh.server import NatsCluster
 from mesh.state import bucket
-from services.failover.service import FailoverService
-from support import MEMBERS, Federation, federation, wait_until
-from support_failover import HeartbeatPump, publish_forged
+from support import MEMBERS, federation, wait_until
+from support_failover import SERVICES, HeartbeatPump, Log, failover, hears_everyone, publish_forged
 
 SETTINGS = NodeSettings(heartbeat_interval_s=0.2, suspicion_timeout_s=0.8,
                         recovery_steady_s=0.4, flap_guard_s=0.0)
-SERVICES = ["iam", "registry", "agent", "failover"]
-
-
-class Log:
-    """Every event of some types on FED, read by an ephemeral consumer from the start."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Event, Envelope]] = []
-
-    async def start(self, bus: Bus, *types: type[Event]) -> Log:
-        async def collect(event: Event, env: Envelope) -> None:
-            self.events.append((event, env))
-
-        await bus.consume(collect, subjects=[t.subject_pattern() for t in types], durable=None)
-        return self
-
-    def of(self, cls: type[Event], **fields: Any) -> list[tuple[Any, Envelope]]:
-        return [(e, env) for e, env in self.events if isinstance(e, cls)
-                and all(getattr(e, k) == v for k, v in fields.items())]
-
-
-def failover(fed: Federation, member: str) -> FailoverService:
-    for service in fed.nodes[member].started:
-        if isinstance(service, FailoverService):
-            return service
-    raise AssertionError(f"{member} runs no failover service")
-
-
-def hears_everyone(fed: Federation) -> bool:
-    return all(
-        failover(fed, m).book.beats(other) >= 2
-        for m in fed.nodes for other in fed.nodes if other != m
-    )
-
-
 async def test_silent_member_is_declared_down_once_and_recovers(
     nats_server: NatsCluster, tmp_path: Path
 ) -> None:
