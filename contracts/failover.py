@@ -21,6 +21,9 @@ class MemberSuspected(Event, kw_only=True):
     silence_s: float
     # False when the observer hears the member again and withdraws its suspicion.
     suspected: bool = True
+    # Set when only this site of the member is silent (absent from its heartbeats'
+    # `sites_up` while the member itself still beats).
+    site: str = ""
 
     def target(self) -> str:
         return self.member
@@ -42,6 +45,8 @@ class MemberDown(Event, kw_only=True):
     epoch: int
     quorum: int
     evidence: list[Evidence]
+    # Set when only this site of the member is declared down: only its replicas move.
+    site: str = ""
 
     def target(self) -> str:
         return self.member
@@ -55,6 +60,7 @@ class MemberRecovered(Event, kw_only=True):
 
     member: MemberId
     epoch: int
+    site: str = ""  # set when a site declared down is back
 
     def target(self) -> str:
         return self.member

@@ -89,6 +89,8 @@ class DownDecision(msgspec.Struct, kw_only=True):
     # crash between the CAS and the publish (same msg id: JetStream keeps one).
     quorum: int = 0
     evidence: list[Evidence] = []
+    # Set on `fed_decisions/down.<member>.<site>`: one site of the member, not all of it.
+    site: str = ""
 
 
 class EscalationDecision(msgspec.Struct, kw_only=True):

@@ -137,6 +137,10 @@ class AgentService:
         self._restores: dict[str, str] = {}
         # workload → monotonic time its next backup is due
         self._backup_due: dict[str, float] = {}
+        # Sites this member's platform reports dark (e.g. a power cut at one datacenter):
+        # left out of the heartbeat's `sites_up`, so observers suspect that site alone.
+        # Set by the driver's operator hook or by tests.
+        self.dark_sites: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -221,7 +225,8 @@ class AgentService:
                 # the next beats and make this member look silent. So the ack is awaited
                 # beside the loop, a few at most.
                 if len(in_flight) < HEARTBEATS_IN_FLIGHT:
-                    task = asyncio.create_task(self._beat(seq, interval, sites))
+                    up = [site for site in sites if site not in self.dark_sites]
+                    task = asyncio.create_task(self._beat(seq, interval, up))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 next_at = max(next_at + interval, time.monotonic())

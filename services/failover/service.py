@@ -40,6 +40,8 @@ from services.failover.decisions import (
     next_recovered,
     recovered_event,
     recovered_msg_id,
+    split_target,
+    target_key,
 )
 from services.failover.detector import Action, Detector, Suspect, Withdraw
 from services.failover.heartbeats import HeartbeatBook
@@ -99,6 +101,14 @@ class FailoverService:
         self.streaks = Streaks(max_gap_s=self.timeout_s,
                                min_beats=ctx.settings.recovery_beats,
                                min_span_s=ctx.settings.recovery_steady_s)
+        # Sites: each member's heartbeats list the sites that are up; a site missing
+        # from them while the member beats goes silent on its own (`member/site` keys).
+        self.site_book = HeartbeatBook(now, startup_grace_s=GRACE_FACTOR * self.timeout_s)
+        self.site_detector = Detector(timeout_s=self.timeout_s, renew_s=self.stale_s / 2)
+        self.site_streaks = Streaks(max_gap_s=self.timeout_s,
+                                    min_beats=ctx.settings.recovery_beats,
+                                    min_span_s=ctx.settings.recovery_steady_s)
+        self.sites_of: dict[str, set[str]] = {}
         self.suspicions = SuspicionSet()
         self._ctx = ctx  # health() reads the pieces above from here on
         self._decisions = await bucket(ctx.bus, layout.KV_DECISIONS, DownDecision)
@@ -159,6 +169,10 @@ class FailoverService:
         now = time.monotonic()
         self.book.heard(env.member, now)
         self.streaks.beat(env.member, now)
+        self.sites_of.setdefault(env.member, set()).update(event.sites_up)
+        for site in event.sites_up:
+            self.site_book.heard(target_key(env.member, site), now)
+            self.site_streaks.beat(target_key(env.member, site), now)
         self.counts["heartbeats"] += 1
 
     async def _on_event(self, event: Event, env: Envelope) -> None:
@@ -167,7 +181,7 @@ class FailoverService:
         elif isinstance(event, MemberDown):
             await self._on_down(event, env)
         elif isinstance(event, MemberRecovered):
-            await self._refresh(event.member)
+            await self._refresh(target_key(event.member, event.site))
 
     async def _on_suspected(self, event: MemberSuspected, env: Envelope) -> None:
         assert self._ctx is not None
@@ -179,12 +193,13 @@ class FailoverService:
             return
         if (_utcnow() - env.time).total_seconds() > self.stale_s:
             return  # replayed history: it can no longer count
+        target = target_key(event.member, event.site)
         self.suspicions.record(Suspicion(
-            target=event.member, observer=env.member, msg_id=env.msg_id,
+            target=target, observer=env.member, msg_id=env.msg_id,
             silence_s=event.silence_s, at=env.time, suspected=event.suspected,
         ))
         if event.member != self._ctx.member:
-            await self._evaluate(event.member)
+            await self._evaluate(target)
 
     async def _on_down(self, event: MemberDown, env: Envelope) -> None:
         """Check a declaration against invariant 4 and the KV record; refuse and report a
@@ -198,7 +213,8 @@ class FailoverService:
             active=trust.member_ids(), needed=quorum.needed_against(trust, event.member),
         )
         if problem is None:
-            entry = await self._decisions.get(down_key(event.member))
+            key = down_key(event.member, event.site)
+            entry = await self._decisions.get(key)
             verdict = confirms(entry.value if entry else None, event, env.member)
             if verdict is None:
                 tries = self._confirm_tries.get(env.msg_id, 0) + 1
@@ -208,12 +224,13 @@ class FailoverService:
             self._confirm_tries.pop(env.msg_id, None)
             if not verdict:
                 problem = (f"{env.member} declared {event.member} down at epoch "
-                           f"{event.epoch}, but fed_decisions/{down_key(event.member)} "
+                           f"{event.epoch}, but fed_decisions/{key} "
                            "does not record that declaration")
             elif entry is not None:
-                self._set_record(event.member, entry.value)
+                target = target_key(event.member, event.site)
+                self._set_record(target, entry.value)
                 if entry.value.epoch == event.epoch:
-                    self._published.add(("down", event.member, event.epoch))
+                    self._published.add(("down", target, event.epoch))
         if problem is not None:
             self.counts["refused"] += 1
             await self._ctx.bus.report_violation(
@@ -238,12 +255,13 @@ class FailoverService:
         if self._cut_off and not await self._reconnected(now):
             return
         others = self._others()
-        for target in others:
-            action = self.detector.decide(target, self.book, now,
-                                          timeout_s=self._timeout_for(target))
+        watched = [(t, self.detector, self.book) for t in others]
+        watched += [(t, self.site_detector, self.site_book) for t in self._sites_to_watch(now)]
+        for target, detector, book in watched:
+            action = detector.decide(target, book, now, timeout_s=self._timeout_for(target))
             if action is not None:
                 try:
-                    await self._state(action, now)
+                    await self._state(action, now, detector, book)
                 except Exception:
                     # Our statement cannot reach FED: we may be the one cut off (a
                     # minority partition, our server down). Until FED answers again,
@@ -252,11 +270,29 @@ class FailoverService:
                     raise
         for gone in set(self.detector.suspected) - set(others):
             self.detector.forget(gone)
-        for target in others:
+        for target in [*others, *self._site_targets()]:
             await self._evaluate(target)
         if now - self._last_resync >= RESYNC_S:
             await self._resync()
             self.suspicions.prune(now=_utcnow(), stale_s=self.stale_s)
+
+    def _site_targets(self) -> list[str]:
+        others = set(self._others())
+        return [target_key(m, site) for m in sorted(self.sites_of) if m in others
+                for site in sorted(self.sites_of[m])]
+
+    def _sites_to_watch(self, now: float) -> list[str]:
+        """The sites whose silence means something now: those of members that beat (a
+        silent member is the member-level detector's business) and are not down."""
+        out = []
+        for target in self._site_targets():
+            member, _ = split_target(target)
+            record = self._down.get(member)
+            if self.book.silence(member, now) >= self.timeout_s or (
+                    record is not None and record.state == "down"):
+                continue
+            out.append(target)
+        return out
 
     async def _reconnected(self, now: float) -> bool:
         """Does FED answer again after this observer was cut off? Then restart every
@@ -271,21 +307,25 @@ class FailoverService:
             return False
         self._cut_off = False
         self.book.rebase(now)
+        self.site_book.rebase(now)
         log.info("reconnected to FED; silences measured while cut off are dropped")
         return True
 
-    async def _state(self, action: Action, now: float) -> None:
-        """Publish this observer's signed statement about a target."""
+    async def _state(
+        self, action: Action, now: float, detector: Detector, book: HeartbeatBook
+    ) -> None:
+        """Publish this observer's signed statement about a target (member or site)."""
         assert self._ctx is not None
         target = action.target
-        last = self.book.last_heard(target)
+        member, site = split_target(target)
+        last = book.last_heard(target)
         last_wall = _utcnow() - dt.timedelta(seconds=now - last) if last is not None else None
         statement = MemberSuspected(
-            member=target, silence_s=round(self.book.silence(target, now), 3),
+            member=member, site=site, silence_s=round(book.silence(target, now), 3),
             last_heartbeat=last_wall, suspected=isinstance(action, Suspect),
         )
         await self._ctx.bus.publish(statement, timeout=STATEMENT_TIMEOUT_S)
-        self.detector.published(action, now)
+        detector.published(action, now)
         if isinstance(action, Withdraw):
             self.counts["withdrawals"] += 1
             log.info("suspicion withdrawn", target=target)
@@ -321,14 +361,19 @@ class FailoverService:
         assert self._ctx is not None
         if self._stopped:
             return
+        member, site = split_target(target)
         async with self._lock:
-            needed = quorum.needed_against(self._ctx.trust, target)
+            needed = quorum.needed_against(self._ctx.trust, member)
             standing = self._standing(target, _utcnow())
             record = self._down.get(target)
             is_down = record is not None and record.state == "down"
+            whole = self._down.get(member)
+            if site and whole is not None and whole.state == "down":
+                return  # the whole member is down: its sites are moved with it
+            streaks = self.site_streaks if site else self.streaks
             if not is_down and quorum.reached(standing, needed):
                 await self._declare(target, standing, needed)
-            elif may_recover(is_down=is_down, steady=self.streaks.steady(target,
+            elif may_recover(is_down=is_down, steady=streaks.steady(target,
                              time.monotonic()), standing=len(standing), needed=needed):
                 await self._recover(target)
 
@@ -337,14 +382,16 @@ class FailoverService:
         evidence = [Evidence(observer=s.observer, msg_id=s.msg_id, silence_s=s.silence_s)
                     for s in standing]
         me, now = self._ctx.member, _utcnow()
+        member, site = split_target(target)
         won = await self._transition(target, lambda current: next_down(
-            current, member=target, declared_by=me, now=now, evidence=evidence, quorum=needed))
+            current, member=member, declared_by=me, now=now, evidence=evidence,
+            quorum=needed, site=site))
         if won is None:
             self.counts["lost"] += 1
             return
         self.counts["declared"] += 1
-        log.warning("member declared down", member=target, epoch=won.epoch,
-                    observers=won.observers)
+        log.warning("member declared down", member=member, site=site or None,
+                    epoch=won.epoch, observers=won.observers)
         await self._announce(won)
 
     async def _recover(self, target: str) -> None:
@@ -365,7 +412,7 @@ class FailoverService:
         """Read, change, CAS at the read revision. The new record if this observer wrote
         it; None if there was nothing to do (someone else won, or it was done already)."""
         assert self._decisions is not None
-        key = down_key(target)
+        key = down_key(*split_target(target))
         for _ in range(5):
             entry = await self._decisions.get(key)
             new = change(entry.value if entry else None)
@@ -393,12 +440,12 @@ class FailoverService:
         event: Event
         if record.state == "down":
             kind, event = "down", down_event(record)
-            msg_id = down_msg_id(record.member, record.epoch)
+            msg_id = down_msg_id(record.member, record.epoch, record.site)
         else:
             kind, event = "recovered", recovered_event(record)
-            msg_id = recovered_msg_id(record.member, record.epoch)
+            msg_id = recovered_msg_id(record.member, record.epoch, record.site)
         await self._ctx.bus.publish(event, msg_id=msg_id)
-        self._published.add((kind, record.member, record.epoch))
+        self._published.add((kind, target_key(record.member, record.site), record.epoch))
 
     def _set_record(self, target: str, record: DownDecision) -> None:
         old = self._down.get(target)
@@ -406,12 +453,12 @@ class FailoverService:
             old is None or old.state != "down" or old.epoch != record.epoch)
         if newly_down:
             # Only beats heard after the declaration may bring the member back.
-            self.streaks.reset(target)
+            (self.site_streaks if record.site else self.streaks).reset(target)
         self._down[target] = record
 
     async def _refresh(self, target: str) -> None:
         assert self._decisions is not None
-        entry = await self._decisions.get(down_key(target))
+        entry = await self._decisions.get(down_key(*split_target(target)))
         if entry is not None:
             self._set_record(target, entry.value)
 
@@ -420,19 +467,22 @@ class FailoverService:
         published (it crashed, or the bus was away between the CAS and the publish)."""
         assert self._ctx is not None
         self._last_resync = time.monotonic()
-        for target in self._ctx.trust.member_ids(active_only=False):
+        sites = [t for t in self._down if split_target(t)[1]]
+        for target in [*self._ctx.trust.member_ids(active_only=False), *sites]:
             await self._refresh(target)
         me = self._ctx.member
         for record in list(self._down.values()):
             kind = "down" if record.state == "down" else "recovered"
             mine = record.declared_by == me if kind == "down" else record.recovered_by == me
-            if not mine or (kind, record.member, record.epoch) in self._published:
+            target = target_key(record.member, record.site)
+            if not mine or (kind, target, record.epoch) in self._published:
                 continue
             cls = MemberDown if kind == "down" else MemberRecovered
             found = await self._ctx.bus.last_event(cls.subject(me, record.member))
             last = found[0] if found else None
-            if isinstance(last, MemberDown | MemberRecovered) and last.epoch >= record.epoch:
-                self._published.add((kind, record.member, record.epoch))
+            if isinstance(last, MemberDown | MemberRecovered) and last.site == record.site \
+                    and last.epoch >= record.epoch:
+                self._published.add((kind, target, record.epoch))
                 continue
             log.warning("re-publishing a declaration", kind=kind, member=record.member,
                         epoch=record.epoch)

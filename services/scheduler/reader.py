@@ -41,6 +41,7 @@ from contracts.state import (
 from mesh import layout
 from mesh.observability import logger
 from mesh.state import Entry, bucket
+from services.scheduler.replace import dark_sites, without_sites
 from services.scheduler.snapshot import Snapshot, snapshot_of
 
 log = logger("services.scheduler.reader")
@@ -59,7 +60,7 @@ def member_statuses(
         if saga.state == "running" and not saga.drill:
             statuses[saga.member] = "frozen"
     for decision in decisions.values():
-        if decision.state == "down":
+        if decision.state == "down" and not decision.site:  # a dark site is not the member
             statuses[decision.member] = "down"
     return statuses
 
@@ -181,6 +182,8 @@ async def read_state(bus: Any) -> FederationState:
         if ledger is not None:
             ledgers[raw.key] = Entry(raw.key, ledger, raw.revision)
 
+    # failover hook: a site declared down on its own is left out of its member's profile
+    profiles = without_sites(profiles, dark_sites(decisions.values()))
     return FederationState(
         profiles=profiles,
         ledgers=ledgers,

@@ -8,10 +8,20 @@ lost replicas go, and commits what `replaced_record` builds with compare-and-set
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from contracts.state import FailoverMove, PlacementRecord, PlacementState, ReplicaStatus
+import msgspec
+
+from contracts.registry import MemberProfile
+from contracts.state import (
+    DownDecision,
+    FailoverMove,
+    PlacementRecord,
+    PlacementState,
+    ReplicaStatus,
+)
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
 from mesh.trust import TrustStore
 from services.failover import quorum
@@ -20,11 +30,36 @@ from services.failover import quorum
 INACTIVE_STATES: frozenset[str] = frozenset({"released", "unplaceable"})
 
 
-def hit_by(record: PlacementRecord, member: str) -> bool:
-    """True when the placement has a replica on `member` (and so must be re-placed)."""
+def _lost(a: Assignment, member: str, site: str) -> bool:
+    return a.member == member and (not site or a.site == site)
+
+
+def hit_by(record: PlacementRecord, member: str, site: str = "") -> bool:
+    """True when the placement has a replica on `member` (on its `site`, when only that
+    site is down), and so must be re-placed."""
     return record.state not in INACTIVE_STATES and any(
-        a.member == member for a in record.assignments
+        _lost(a, member, site) for a in record.assignments
     )
+
+
+def dark_sites(decisions: Iterable[DownDecision]) -> set[tuple[str, str]]:
+    """(member, site) of every site declared down on its own (and not recovered)."""
+    return {(d.member, d.site) for d in decisions if d.site and d.state == "down"}
+
+
+def without_sites(
+    profiles: Mapping[str, MemberProfile], dark: Collection[tuple[str, str]]
+) -> dict[str, MemberProfile]:
+    """The profiles as placement must see them: the member's dark sites left out, its
+    other sites still there (a site-level failure moves only that site's replicas)."""
+    if not dark:
+        return dict(profiles)
+    out = {}
+    for member, profile in profiles.items():
+        gone = {site for m, site in dark if m == member}
+        out[member] = msgspec.structs.replace(
+            profile, sites=[s for s in profile.sites if s.id not in gone]) if gone else profile
+    return out
 
 
 def failover_order(records: Iterable[tuple[str, PlacementRecord]]) -> list[str]:
@@ -44,9 +79,39 @@ def failover_order(records: Iterable[tuple[str, PlacementRecord]]) -> list[str]:
     return [key for key, _ in sorted(records, key=rank)]
 
 
-def survivors(record: PlacementRecord, lost: str) -> list[Assignment]:
-    """The assignments that stay where they are when `lost` is gone."""
-    return [a for a in record.assignments if a.member != lost]
+def _owner(key: str, ring: int) -> int:
+    # sha256, not hash(): every scheduler, in every process, must agree on the owner.
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % ring
+
+
+def split_share(
+    keys: Iterable[str], *, me: str, peers: Collection[str]
+) -> tuple[list[str], list[str]]:
+    """Share a failover among the surviving schedulers (`peers`, `me` among them or not):
+    (the keys this scheduler owns, the rest), each in the order given.
+
+    Every scheduler hears the declaration at once; working through the same list in the
+    same order, they would fight over every placement by CAS. Each takes its own share
+    first, then sweeps the rest *backwards* (see `sweep`), so a peer that died or lags is
+    covered while the owners, going forwards, meet the sweepers only at the end.
+    """
+    ring = sorted(set(peers) | {me})
+    mine = ring.index(me)
+    own: list[str] = []
+    rest: list[str] = []
+    for key in keys:
+        (own if _owner(key, len(ring)) == mine else rest).append(key)
+    return own, rest
+
+
+def sweep(rest: list[str]) -> list[str]:
+    """The order to help with the others' shares: backwards, away from their owners."""
+    return list(reversed(rest))
+
+
+def survivors(record: PlacementRecord, lost: str, site: str = "") -> list[Assignment]:
+    """The assignments that stay where they are when `lost` (or its `site`) is gone."""
+    return [a for a in record.assignments if not _lost(a, lost, site)]
 
 
 def state_after(decision: DecisionRecord) -> PlacementState:
@@ -109,6 +174,7 @@ def replaced_record(
     now: dt.datetime,
     rto_s: float | None = None,
     declared_at: dt.datetime | None = None,
+    site: str = "",
 ) -> PlacementRecord:
     """The record after a failover decision: the lost member's replica placed anew.
 
@@ -117,15 +183,17 @@ def replaced_record(
     if declared_at is not None:
         rto_s = (now - declared_at).total_seconds()
     target = record.spec.rto_seconds if declared_at is not None else None
-    line = history_line(record.generation + 1, lost, survivors(record, lost),
+    kept_before = survivors(record, lost, site)
+    label = f"{lost}/{site}" if site else lost
+    line = history_line(record.generation + 1, label, kept_before,
                         list(decision.chosen), rto_s=rto_s, rto_target_s=target)
     new = _next_record(record, decision, now=now, line=line)
     if declared_at is not None:
-        kept = {a.member for a in record.assignments}
+        kept = {(a.member, a.site) for a in record.assignments}
         new.failover = FailoverMove(
-            lost=lost, declared_at=declared_at, placed_at=now,
+            lost=lost, site=site, declared_at=declared_at, placed_at=now,
             rto_target_s=record.spec.rto_seconds,
-            to=[a.member for a in decision.chosen if a.member not in kept])
+            to=[a.member for a in decision.chosen if (a.member, a.site) not in kept])
     return new
 
 

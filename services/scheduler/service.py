@@ -74,8 +74,10 @@ from services.scheduler.replace import (
     quorum_problem,
     replaced_record,
     short_of_replicas,
+    split_share,
     state_after,
     survivors,
+    sweep,
 )
 from services.scheduler.snapshot import Placed, booked
 
@@ -509,11 +511,12 @@ class SchedulerService:
     async def _on_down_live(self, event: Event, env: Envelope) -> None:
         if not isinstance(event, MemberDown):
             return
-        running = self._live_failovers.get(event.member)
+        target = f"{event.member}/{event.site}" if event.site else event.member
+        running = self._live_failovers.get(target)
         if running is not None and not running.done():
             return  # already under way here; the durable copy finishes whatever is left
-        task = asyncio.create_task(self._on_down(event, env), name=f"failover:{event.member}")
-        self._live_failovers[event.member] = task
+        task = asyncio.create_task(self._on_down(event, env), name=f"failover:{target}")
+        self._live_failovers[target] = task
         task.add_done_callback(_log_failure)
 
     async def _on_down(self, event: MemberDown, env: Envelope) -> None:
@@ -525,12 +528,15 @@ class SchedulerService:
                 Rejected("quorum_missing", problem), env.subject, env.headers
             )
             return
-        await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time)
+        await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time,
+                             site=event.site)
 
     async def fail_over(
-        self, member: str, *, epoch: int = 0, declared_at: dt.datetime | None = None
+        self, member: str, *, epoch: int = 0, declared_at: dt.datetime | None = None,
+        site: str = "",
     ) -> int:
-        """Re-place every placement with a replica on `member`; returns how many moved.
+        """Re-place every placement with a replica on `member` (only on its `site`, when
+        one site was declared down); returns how many moved.
 
         Idempotent: a placement already re-placed has no replica there any more, so a
         redelivered declaration only finishes what an earlier attempt left undone.
@@ -538,37 +544,50 @@ class SchedulerService:
         state = await read_state(self.ctx.bus)
         keys = failover_order(
             (key, entry.value) for key, entry in state.placements.items()
-            if hit_by(entry.value, member)
+            if hit_by(entry.value, member, site)
         )
-        log.info("failing over", member=member, workloads=len(keys))
+        log.info("failing over", member=member, site=site or None, workloads=len(keys))
+        # failover hook: own share first, then the others' backwards (replace.split_share)
+        own, rest = split_share(keys, me=self.ctx.member, peers=[
+            m for m in self.ctx.trust.member_ids() if m != member])
         moved = 0
-        for key in keys:
-            delay = self._limiter.reserve(time.monotonic())
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if await self._replace_one(state, key, member, declared_at):
-                moved += 1
+        for part, queue in enumerate((own, sweep(rest))):
+            if part and queue:
+                state = await read_state(self.ctx.bus)  # drop what the owners did meanwhile
+            for key in queue:
+                entry = state.placements.get(key)
+                if entry is None or not hit_by(entry.value, member, site):
+                    continue
+                delay = self._limiter.reserve(time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if await self._replace_one(state, key, member, declared_at, site):
+                    moved += 1
         self.replaced += moved
-        await self._mark_replaced(member, epoch)
+        await self._mark_replaced(member, epoch, site)
         return moved
 
     async def _replace_one(
         self, state: FederationState, key: str, member: str, declared_at: dt.datetime | None,
+        site: str = "",
     ) -> bool:
         for _ in range(CAS_ATTEMPTS):
             entry = state.placements.get(key)
-            if entry is None or not hit_by(entry.value, member):
+            if entry is None or not hit_by(entry.value, member, site):
                 return False
             record = entry.value
             now = dt.datetime.now(dt.UTC)
             decision = decide(
                 record.spec, state.snapshot(now.date(), deciding=key),
                 decided_by=self.ctx.member, now=now, cause="failover",
-                exclude=frozenset({member}), keep=survivors(record, member),
+                # A dark site is out of the snapshot already (reader.read_state); the
+                # member's other sites stay eligible.
+                exclude=frozenset() if site else frozenset({member}),
+                keep=survivors(record, member, site),
             )
             # failover hook: the record keeps the declaration time for the achieved RTO
             new = replaced_record(record, decision, lost=member, now=now,
-                                  declared_at=declared_at)
+                                  declared_at=declared_at, site=site)
             added = added_sites(record.assignments, new.assignments)
             if not await self._commit_next(state, entry, new, added):
                 continue  # re-read; the loop decides again (or stops if it is gone)
@@ -665,7 +684,7 @@ class SchedulerService:
         state.placements[key] = fresh
         return True
 
-    async def _mark_replaced(self, member: str, epoch: int) -> None:
+    async def _mark_replaced(self, member: str, epoch: int, site: str = "") -> None:
         """Note on the down declaration that its workloads were re-placed (if there is one)."""
         decisions = await bucket(self.ctx.bus, layout.KV_DECISIONS, DownDecision)
 
@@ -678,6 +697,7 @@ class SchedulerService:
             return current
 
         try:
-            await decisions.modify(f"down.{member}", change)
+            await decisions.modify(f"down.{member}.{site}" if site else f"down.{member}",
+                                   change)
         except Exception as exc:  # a bookkeeping flag; the moves themselves are done
             log.warning("could not mark the down declaration", member=member, error=str(exc))

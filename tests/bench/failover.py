@@ -126,18 +126,29 @@ async def measure_failover(
     """Wait for the declaration, the re-placement and the binding of every `hit` workload;
     the figures, in seconds after the kill."""
     marks: dict[str, float] = {}
+    progress = {"replaced": 0, "bound": 0, "said_at": t0}
 
     async def moved() -> dict[str, PlacementRecord] | None:
         records = {e.key: e.value for e in await placements.items()}
         away = [records[k] for k in hit
                 if all(a.member != VICTIM for a in records[k].assignments)]
+        progress["replaced"], progress["bound"] = len(away), sum(map(running, away))
+        now = time.monotonic()
+        if now - progress["said_at"] >= 5.0:
+            progress["said_at"] = now
+            print(f"  {now - t0:.0f}s after the kill: {len(away)}/{len(hit)} re-placed, "
+                  f"{progress['bound']} bound", file=sys.stderr)
         if len(away) == len(hit) and "replaced_s" not in marks:
-            marks["replaced_s"] = time.monotonic() - t0
+            marks["replaced_s"] = now - t0
         if len(away) == len(hit) and all(running(r) for r in away):
             return records
         return None
 
-    records = await poll(moved, bound_s=BOUND_S + len(hit) / 10, every_s=every_s)
+    try:
+        records = await poll(moved, bound_s=BOUND_S + len(hit), every_s=every_s)
+    except TimeoutError:
+        return {"workloads_moved": len(hit), "timed_out_s": round(time.monotonic() - t0),
+                "replaced": progress["replaced"], "bound": progress["bound"]}
     bound_s = time.monotonic() - t0
     decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from contracts.registry import MemberProfile, Site
 from contracts.resources import Resources
 from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SagaRecord
@@ -18,6 +21,8 @@ from services.scheduler.replace import (
     hit_by,
     quorum_problem,
     replaced_record,
+    split_share,
+    sweep,
 )
 from support_failover import trust_of
 
@@ -100,6 +105,20 @@ def test_a_failover_move_records_its_rto_against_the_target() -> None:
                     for r in new.replicas]
     assert achieved_rto_s(new) == 3.5  # declaration → the new replica running
     assert achieved_rto_s(old) is None  # never failed over
+
+
+@given(keys=st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=60),
+       peers=st.lists(st.sampled_from(["amstel", "zuidas", "noord", "west"]), min_size=1,
+                      unique=True))
+def test_failover_shares_cover_every_key_once_in_order(keys: list[str],
+                                                       peers: list[str]) -> None:
+    shares = {me: split_share(keys, me=me, peers=peers) for me in peers}
+    owned = [k for own, _ in shares.values() for k in own]
+    assert sorted(owned) == sorted(keys)  # each key has exactly one owner
+    for own, rest in shares.values():
+        assert sorted(own + rest) == sorted(keys)  # and every scheduler may help with all
+        assert own == [k for k in keys if k in set(own)]  # failover order kept
+        assert sweep(rest) == rest[::-1]
 
 
 def test_token_bucket_spaces_out_after_the_burst() -> None:
