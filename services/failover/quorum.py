@@ -46,3 +46,10 @@ def evidence_problem(
         return (f"{len(valid)} valid observer(s) of {member} down "
                 f"({', '.join(sorted(valid)) or 'none'}); a quorum of {needed} is needed")
     return None
+
+
+def majority_side(*, heard_others: int, needed: int) -> bool:
+    """Can this observer, hearing `heard_others` other members, be on a side that holds
+    a quorum? It and those it hears are the observers that could declare together; with
+    fewer than `needed` of them it is cut off, whatever it thinks of the rest."""
+    return heard_others + 1 >= needed

@@ -263,10 +263,14 @@ class FailoverService:
                 try:
                     await self._state(action, now, detector, book)
                 except Exception:
-                    # Our statement cannot reach FED: we may be the one cut off (a
-                    # minority partition, our server down). Until FED answers again,
-                    # state nothing; then the silences we measured restart (below).
-                    self._cut_off = True
+                    # Our statement cannot reach FED. If we hear too few others to be on
+                    # a quorum's side, we are the one cut off (a minority partition):
+                    # until FED answers again, state nothing; then the silences we
+                    # measured restart (`_reconnected`). Otherwise it is JetStream
+                    # electing a leader (the dead member's server led a stream): keep
+                    # the silences and try again next tick, or detection would wait a
+                    # whole timeout more.
+                    self._cut_off = self._alone(now)
                     raise
         for gone in set(self.detector.suspected) - set(others):
             self.detector.forget(gone)
@@ -275,6 +279,13 @@ class FailoverService:
         if now - self._last_resync >= RESYNC_S:
             await self._resync()
             self.suspicions.prune(now=_utcnow(), stale_s=self.stale_s)
+
+    def _alone(self, now: float) -> bool:
+        assert self._ctx is not None
+        heard = sum(1 for m in self._others() if self.book.silence(m, now) < self.timeout_s)
+        return not quorum.majority_side(heard_others=heard,
+                                        needed=quorum.needed_against(self._ctx.trust,
+                                                                     self._ctx.member))
 
     def _site_targets(self) -> list[str]:
         others = set(self._others())

@@ -208,6 +208,15 @@ def test_a_minority_side_of_any_partition_declares_nobody(n: int, data: st.DataO
             assert not quorum.reached(counted, needed)
 
 
+def test_an_observer_knows_when_it_is_on_the_minority_side() -> None:
+    # Three members: hearing the one other non-target member is enough.
+    assert quorum.majority_side(heard_others=1, needed=2)
+    assert not quorum.majority_side(heard_others=0, needed=2)
+    # Five members, split 2 | 3 (needed 3): the pair is cut off, the trio is not.
+    assert not quorum.majority_side(heard_others=1, needed=3)
+    assert quorum.majority_side(heard_others=2, needed=3)
+
+
 def test_evidence_problem() -> None:
     active = ["a", "b", "c"]
     assert quorum.evidence_problem(member="c", observers=["a", "b"], active=active,

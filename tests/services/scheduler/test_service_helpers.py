@@ -17,12 +17,14 @@ from services.scheduler.reader import FederationState, member_statuses
 from services.scheduler.replace import (
     TokenBucket,
     achieved_rto_s,
+    dark_sites,
     failover_order,
     hit_by,
     quorum_problem,
     replaced_record,
     split_share,
     sweep,
+    without_sites,
 )
 from support_failover import trust_of
 
@@ -63,13 +65,16 @@ def test_hit_by_ignores_inactive_placements() -> None:
     assert not hit_by(rec("w", "normal", 300, "b", state="released"), "b")
 
 
+CHOSEN = [Assignment(member="amstel", site="amstel1", replica=0),
+          Assignment(member="zuidas", site="zuidas1", replica=1)]
+TO_ZUIDAS = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
+                           chosen=CHOSEN)
+
+
 def test_replaced_record_keeps_survivors_and_adds_history() -> None:
     old = rec("w", "normal", 300, "amstel", "dommel")
-    chosen = [Assignment(member="amstel", site="amstel1", replica=0),
-              Assignment(member="zuidas", site="zuidas1", replica=1)]
-    decision = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
-                              chosen=chosen)
-    new = replaced_record(old, decision, lost="dommel", now=NOW)
+    chosen = CHOSEN
+    new = replaced_record(old, TO_ZUIDAS, lost="dommel", now=NOW)
     assert new.generation == 2 and new.state == "placed"
     assert new.published_generation == 1  # set only once the event is out
     assert [(r.member, r.state) for r in new.replicas] == [("amstel", "running"),
@@ -89,12 +94,8 @@ def test_replaced_record_keeps_survivors_and_adds_history() -> None:
 
 def test_a_failover_move_records_its_rto_against_the_target() -> None:
     old = rec("w", "critical", 60, "amstel", "dommel")
-    chosen = [Assignment(member="amstel", site="amstel1", replica=0),
-              Assignment(member="zuidas", site="zuidas1", replica=1)]
-    decision = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
-                              chosen=chosen)
     declared = NOW - dt.timedelta(seconds=2)
-    new = replaced_record(old, decision, lost="dommel", now=NOW, declared_at=declared)
+    new = replaced_record(old, TO_ZUIDAS, lost="dommel", now=NOW, declared_at=declared)
     assert new.history[-1] == "gen 2: failover from dommel → zuidas (2.0 s after down; " \
         "RTO target 60 s)"
     assert new.failover is not None and new.failover.to == ["zuidas"]
@@ -119,6 +120,29 @@ def test_failover_shares_cover_every_key_once_in_order(keys: list[str],
         assert sorted(own + rest) == sorted(keys)  # and every scheduler may help with all
         assert own == [k for k in keys if k in set(own)]  # failover order kept
         assert sweep(rest) == rest[::-1]
+
+
+def test_a_site_failover_moves_only_that_sites_replica() -> None:
+    old = rec("w", "normal", 300, "amstel", "dommel")  # dommel's replica is on dommel1
+    assert hit_by(old, "dommel", "dommel1") and not hit_by(old, "dommel", "dommel2")
+    chosen = [Assignment(member="amstel", site="amstel1", replica=0),
+              Assignment(member="dommel", site="dommel2", replica=1)]
+    decision = DecisionRecord(workload="w", cause="failover", decided_by="x", decided_at=NOW,
+                              chosen=chosen)
+    new = replaced_record(old, decision, lost="dommel", site="dommel1", now=NOW,
+                          declared_at=NOW)
+    assert new.history[-1].startswith("gen 2: failover from dommel/dommel1 → dommel ")
+    assert new.failover is not None and (new.failover.site, new.failover.to) == (
+        "dommel1", ["dommel"])
+    profile = MemberProfile(id="dommel", name="d", legal_seat="NL", sov={}, sites=[
+        Site(id=s, country="NL", capacity=R) for s in ("dommel1", "dommel2")])
+    dark = dark_sites([DownDecision(member="dommel", state="down", epoch=1, declared_by="a",
+                                    declared_at=NOW, site="dommel1"),
+                       DownDecision(member="zuidas", state="recovered", epoch=1,
+                                    declared_by="a", declared_at=NOW, site="z1")])
+    assert dark == {("dommel", "dommel1")}
+    seen = without_sites({"dommel": profile}, dark)["dommel"]
+    assert [s.id for s in seen.sites] == ["dommel2"]
 
 
 def test_token_bucket_spaces_out_after_the_burst() -> None:
