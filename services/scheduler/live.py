@@ -38,6 +38,7 @@ from services.scheduler.reader import (
     FederationState,
     member_statuses,
 )
+from services.scheduler.replace import dark_sites, without_sites
 from services.scheduler.snapshot import Placed, Roster, Snapshot, roster_of, snapshot_of
 
 log = logger("services.scheduler.live")
@@ -235,6 +236,9 @@ class LiveState:
             state.profiles[key] = profile
             state.member_revisions[key] = entry.revision
             state.revisions[f"members/{key}"] = entry.revision
+        # failover hook: a site declared down on its own is left out of its member's profile
+        state.profiles.update(without_sites(
+            state.profiles, dark_sites(e.value for e in self._decisions.values())))
         for key, decision in self._decisions.items():
             if decision.value.state == "down":
                 state.revisions[f"decisions/{key}"] = decision.revision

@@ -92,7 +92,7 @@ def split_share(
 
     Every scheduler hears the declaration at once; working through the same list in the
     same order, they would fight over every placement by CAS. Each takes its own share
-    first, then sweeps the rest *backwards* (see `sweep`), so a peer that died or lags is
+    first, then sweeps the rest *backwards* (see `sweep_order`), so a peer that died or lags is
     covered while the owners, going forwards, meet the sweepers only at the end.
     """
     ring = sorted(set(peers) | {me})
@@ -104,7 +104,7 @@ def split_share(
     return own, rest
 
 
-def sweep(rest: list[str]) -> list[str]:
+def sweep_order(rest: list[str]) -> list[str]:
     """The order to help with the others' shares: backwards, away from their owners."""
     return list(reversed(rest))
 

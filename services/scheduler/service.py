@@ -77,7 +77,7 @@ from services.scheduler.replace import (
     split_share,
     state_after,
     survivors,
-    sweep,
+    sweep_order,
 )
 from services.scheduler.snapshot import Placed, booked
 
@@ -551,7 +551,7 @@ class SchedulerService:
         own, rest = split_share(keys, me=self.ctx.member, peers=[
             m for m in self.ctx.trust.member_ids() if m != member])
         moved = 0
-        for part, queue in enumerate((own, sweep(rest))):
+        for part, queue in enumerate((own, sweep_order(rest))):
             if part and queue:
                 state = await read_state(self.ctx.bus)  # drop what the owners did meanwhile
             for key in queue:

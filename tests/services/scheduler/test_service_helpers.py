@@ -23,7 +23,7 @@ from services.scheduler.replace import (
     quorum_problem,
     replaced_record,
     split_share,
-    sweep,
+    sweep_order,
     without_sites,
 )
 from support_failover import trust_of
@@ -119,7 +119,7 @@ def test_failover_shares_cover_every_key_once_in_order(keys: list[str],
     for own, rest in shares.values():
         assert sorted(own + rest) == sorted(keys)  # and every scheduler may help with all
         assert own == [k for k in keys if k in set(own)]  # failover order kept
-        assert sweep(rest) == rest[::-1]
+        assert sweep_order(rest) == rest[::-1]
 
 
 def test_a_site_failover_moves_only_that_sites_replica() -> None:
