@@ -92,8 +92,8 @@ def split_share(
 
     Every scheduler hears the declaration at once; working through the same list in the
     same order, they would fight over every placement by CAS. Each takes its own share
-    first, then sweeps the rest *backwards* (see `sweep_order`), so a peer that died or lags is
-    covered while the owners, going forwards, meet the sweepers only at the end.
+    first, then sweeps the rest *backwards* (see `sweep_order`), so a peer that died or
+    lags is covered while the owners, going forwards, meet the sweepers only at the end.
     """
     ring = sorted(set(peers) | {me})
     mine = ring.index(me)
