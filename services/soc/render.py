@@ -23,6 +23,11 @@ Data = dict[str, Any]
 _MICROS = re.compile(r"(\.\d{3})\d{3}(Z|[+-]\d{2}:\d{2})$")
 
 
+def _site(d: Data) -> str:
+    """A site-level failover event names its site first (`member.down.v1` with `site`)."""
+    return f"site {d['site']}: " if d.get("site") else ""
+
+
 def _violation(d: Data) -> str:
     detail = f" ({d['detail']})" if d.get("detail") else ""
     return f"{d.get('reason')}{detail} claimed={d.get('claimed_member')} msg={d.get('msg_id')}"
@@ -56,14 +61,14 @@ SUMMARIES: dict[str, Callable[[Data], str]] = {
     ),
     "workload.failed.v1": lambda d: str(d.get("reason")),
     "workload.released.v1": lambda d: f"member={d.get('member')} cause={d.get('cause') or '-'}",
-    "member.suspected.v1": lambda d: (
+    "member.suspected.v1": lambda d: _site(d) + (
         f"silent {d.get('silence_s')}s" if d.get("suspected", True) else "suspicion withdrawn"
     ),
-    "member.down.v1": lambda d: (
+    "member.down.v1": lambda d: _site(d) + (
         f"epoch {d.get('epoch')} quorum {d.get('quorum')} "
         f"observers={','.join(e.get('observer', '?') for e in d.get('evidence', []))}"
     ),
-    "member.recovered.v1": lambda d: f"epoch {d.get('epoch')}",
+    "member.recovered.v1": lambda d: _site(d) + f"epoch {d.get('epoch')}",
     "registry.announced.v1": lambda d: (
         f"{d.get('profile', {}).get('name')}, "
         f"{len(d.get('profile', {}).get('sites', []))} site(s)"

@@ -136,3 +136,7 @@ def test_readable_line() -> None:
     ce = to_dict(build(violation, envelope(violation), severity="high"))
     assert data_summary(ce).startswith("bad_signature claimed=amstel msg=m1")
     assert data_summary({"type": "eu.stekker.x.y.v1", "data": {"a": 1, "b": [1]}}) == "a=1"
+    site_down = {"type": "eu.stekker.member.down.v1", "data": {
+        "member": "dommel", "site": "aac1", "epoch": 1, "quorum": 2,
+        "evidence": [{"observer": "amstel"}, {"observer": "zuidas"}]}}
+    assert data_summary(site_down) == "site aac1: epoch 1 quorum 2 observers=amstel,zuidas"
