@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.base import Event
-from contracts.failover import MemberDown, MemberRecovered, MemberSuspected
+from contracts.failover import MemberDown, MemberRecovered, MemberSuspected, SitesReported
 from contracts.iam import AdmissionRequested, RosterChangeEndorsed, RosterPublished
 from contracts.registry import CapacityReported, Heartbeat, MemberAnnounced
 from contracts.security import SecurityViolation
@@ -36,6 +36,7 @@ MESSAGE_TYPES: dict[str, type[Event]] = {
         MemberSuspected,
         MemberDown,
         MemberRecovered,
+        SitesReported,
         TakeoverRequested,
         TakeoverProposed,
         TakeoverApproved,

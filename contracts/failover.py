@@ -64,3 +64,15 @@ class MemberRecovered(Event, kw_only=True):
 
     def target(self) -> str:
         return self.member
+
+
+class SitesReported(Event, kw_only=True):
+    """A member's own word about its sites, e.g. a power cut at one datacenter. Its agent
+    leaves the dark sites out of its heartbeats' `sites_up`; the site is declared down
+    only by a quorum of the others' observers, as for a site that went dark unannounced."""
+
+    DOMAIN: ClassVar[str] = "member"
+    EVENT: ClassVar[str] = "sites"
+    SUMMARY: ClassVar[str] = "A member reports which of its sites are dark (all others up)."
+
+    dark: list[str] = []

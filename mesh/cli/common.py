@@ -130,12 +130,14 @@ def acting_identity(member: str | None = None) -> Identity:
 
 
 async def open_bus(*, sign: bool = False, service: str = "cli",
-                   login: str | None = None) -> Bus:
+                   login: str | None = None, member: str | None = None) -> Bus:
     """Connect and put the roster in force, so everything read is verified. `login`:
-    the NATS user in a `stekker up --secure` folder (default: the acting member)."""
+    the NATS user in a `stekker up --secure` folder (default: the acting member).
+    `member`: sign (and log in) as this member (else --as, else the default)."""
     from services.iam.service import load_roster
 
-    identity = acting_identity() if sign else None
+    identity = acting_identity(member) if sign else None
+    login = login or member
     bus = await Bus.connect(servers(), identity=identity, service=service,
                             connect_timeout_s=5.0, **nats_credentials(login))
     try:

@@ -19,6 +19,7 @@ import typer
 
 from mesh.bus import Bus
 from mesh.cli import common
+from mesh.cli.sites import report_site
 from mesh.errors import FederationNotRunning, MeshError, NodeFailed
 from mesh.localfed import LocalFederation, MemberProcs, pid_alive
 from mesh.observability import setup
@@ -299,6 +300,28 @@ def register(app: typer.Typer) -> None:
         how = "killed (SIGKILL)" if kill else "stopped"
         typer.echo(f"{member_id}: node (pid {procs.node_pid}) and NATS server "
                    f"(pid {procs.nats_pid}) {how}")
+
+    @member.command("site-down")
+    def member_site_down(
+        member_id: str = typer.Argument(..., metavar="ID", help="Member (its key must be "
+                                        "in this data folder: only it may report)."),
+        site: str = typer.Argument(..., help="One of its sites, e.g. ehv1."),
+    ) -> None:
+        """Report one of a member's sites dark (a drill of a datacenter outage): its agent
+        leaves the site out of its heartbeats; the others declare the site down by quorum
+        and only that site's workloads move (docs/continuity.md)."""
+        dark = common.run(lambda: report_site(member_id, site, dark=True))
+        typer.echo(f"{member_id}: dark sites now {', '.join(dark) or 'none'}")
+
+    @member.command("site-up")
+    def member_site_up(
+        member_id: str = typer.Argument(..., metavar="ID", help="Member."),
+        site: str = typer.Argument(..., help="The site that is back."),
+    ) -> None:
+        """Report a dark site back; once it beats steadily it is recovered (nothing that
+        moved away moves back by itself: `stekker workload rebalance`)."""
+        dark = common.run(lambda: report_site(member_id, site, dark=False))
+        typer.echo(f"{member_id}: dark sites now {', '.join(dark) or 'none'}")
 
     @member.command("start")
     def member_start(

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from contracts.base import Event
+from contracts.failover import SitesReported
 from contracts.registry import CapacityReported, Heartbeat
 from contracts.state import PlacementRecord, ReplicaState
 from contracts.workload import (
@@ -153,6 +154,7 @@ class AgentService:
         )
         self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
         self._dirty.set()  # the first capacity report goes out at once
+        await self._follow_site_reports(ctx)  # before the first heartbeat goes out
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{ctx.member}"),
             asyncio.create_task(self._capacity_loop(), name=f"capacity:{ctx.member}"),
@@ -210,6 +212,25 @@ class AgentService:
         return running[0] if running else None
 
     # -- heartbeats and capacity -----------------------------------------------------------
+
+    async def _follow_site_reports(self, ctx: NodeContext) -> None:
+        """Dark sites from this member's own `member.sites.v1` (`stekker member site-down`):
+        the newest one stored, then each new one live."""
+        subject = SitesReported.subject(ctx.member)
+        found = await ctx.bus.last_event(subject)
+        if found is not None and isinstance(found[0], SitesReported):
+            self._set_dark(found[0])
+
+        async def on_report(event: Event, env: Envelope) -> None:
+            if isinstance(event, SitesReported) and env.member == ctx.member:
+                self._set_dark(event)
+
+        await ctx.bus.subscribe(subject, on_report)
+
+    def _set_dark(self, report: SitesReported) -> None:
+        own = {s.id for s in self.ctx.profile.sites}
+        self.dark_sites = set(report.dark) & own
+        log.warning("sites reported dark", sites=sorted(self.dark_sites))
 
     async def _heartbeat_loop(self) -> None:
         interval = self.ctx.settings.heartbeat_interval_s

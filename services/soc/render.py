@@ -69,6 +69,7 @@ SUMMARIES: dict[str, Callable[[Data], str]] = {
         f"observers={','.join(e.get('observer', '?') for e in d.get('evidence', []))}"
     ),
     "member.recovered.v1": lambda d: _site(d) + f"epoch {d.get('epoch')}",
+    "member.sites.v1": lambda d: f"dark: {', '.join(d.get('dark') or []) or 'none'}",
     "registry.announced.v1": lambda d: (
         f"{d.get('profile', {}).get('name')}, "
         f"{len(d.get('profile', {}).get('sites', []))} site(s)"

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from contracts.failover import Evidence
 from contracts.state import DownDecision
+from mesh.cli.sites import next_dark
 from mesh.trust import TrustStore
 from services.failover import quorum
 from services.failover.decisions import confirms, down_event, next_down, next_recovered
@@ -271,6 +272,13 @@ def test_rebase_restarts_every_silence() -> None:
     book.heard("c", 50.0)
     book.rebase(45.0)  # never moves a clock backwards
     assert book.silence("c", 50.0) == 0.0
+
+
+def test_a_site_report_adds_or_removes_one_site() -> None:
+    assert next_dark([], "aac1", dark=True) == ["aac1"]
+    assert next_dark(["ehv1"], "aac1", dark=True) == ["aac1", "ehv1"]
+    assert next_dark(["aac1", "ehv1"], "aac1", dark=False) == ["ehv1"]
+    assert next_dark(["ehv1"], "aac1", dark=False) == ["ehv1"]
 
 
 def test_flap_guard_lengthens_the_timeout_for_a_while_after_recovery() -> None:

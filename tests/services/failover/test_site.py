@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracts.failover import MemberDown, MemberRecovered
+from contracts.failover import MemberDown, MemberRecovered, SitesReported
 from contracts.resources import Resources
 from contracts.state import DownDecision, PlacementRecord
 from contracts.workload import Preferences, Requirements, WorkloadSpec, WorkloadSubmitted
@@ -66,7 +66,12 @@ async def test_a_dark_site_moves_only_its_own_replicas(
         assert sites(before[stay.id]) == {("dommel", "ehv1")}
         assert sites(before[move.id]) == {("dommel", "aac1")}
 
-        agent_of(fed, "dommel").dark_sites = {"aac1"}  # dommel keeps beating, without aac1
+        # dommel's operator reports aac1 dark (`stekker member site-down dommel aac1`):
+        # dommel keeps beating, without aac1.
+        dommel = await fed.bus("dommel")
+        await dommel.publish(SitesReported(dark=["aac1"]))
+        await wait_until(lambda: agent_of(fed, "dommel").dark_sites == {"aac1"},
+                         what="dommel's agent follows its report")
 
         async def moved() -> PlacementRecord | None:
             entry = await records.get(move.id)
@@ -88,7 +93,7 @@ async def test_a_dark_site_moves_only_its_own_replicas(
         assert entry.value.declared_by == env.member
         assert await decisions.get("down.dommel") is None  # the member is not down
 
-        agent_of(fed, "dommel").dark_sites = set()
+        await dommel.publish(SitesReported(dark=[]))
         await wait_until(lambda: log.of(MemberRecovered, member="dommel", site="aac1"),
                          timeout=30, what="aac1 recovered")
         back = await records.get(move.id)
