@@ -27,8 +27,10 @@ def escalation_key(member: str, epoch: int) -> str:
 def overdue(
     down: DownDecision, placements: Iterable[PlacementRecord], now: dt.datetime
 ) -> list[str]:
-    """Stateful workloads still on the down member, down longer than their RTO."""
-    if down.state != "down":
+    """Stateful workloads still on the down member, down longer than their RTO. Never
+    for one dark site (`down.<member>.<site>`): failover moves its replicas, and the
+    member itself is not down."""
+    if down.state != "down" or down.site:
         return []
     waited = (now - down.declared_at).total_seconds()
     return sorted(p.spec.id for p in hosted_on(down.member, placements)

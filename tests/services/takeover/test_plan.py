@@ -10,11 +10,12 @@ import pytest
 
 from contracts.registry import MemberProfile
 from contracts.resources import Resources
-from contracts.state import PlacementRecord
+from contracts.state import DownDecision, PlacementRecord
 from contracts.takeover import PlanItem
 from contracts.workload import Assignment, Requirements, WorkloadSpec
 from mesh.specfile import load_member_profile, load_workload
 from services.scheduler.snapshot import snapshot_of
+from services.takeover.escalation import overdue
 from services.takeover.plan import build_plan, hosted_on, plan_hash
 
 DEMO = Path(__file__).resolve().parents[3] / "deploy" / "demo"
@@ -114,3 +115,14 @@ def test_hosted_on_orders_by_criticality() -> None:
     assert [r.spec.id for r in hosted_on("dommel", records)] == [
         "rvig-brp-kern", "rivm-meetdata", "rivm-luchtkwaliteit-dashboard"]
     assert hosted_on("zuidas", records) == []
+
+
+def test_only_a_down_member_escalates_never_one_dark_site() -> None:
+    stateful = msgspec.structs.replace(spec("rvig-brp-kern"), stateful=True, rto_seconds=60)
+    records = [placed(stateful, ("dommel", "ehv1"))]
+    later = NOW + dt.timedelta(minutes=5)
+    member = DownDecision(member="dommel", state="down", epoch=1, declared_by="amstel",
+                          declared_at=NOW)
+    assert overdue(member, records, later) == [stateful.id]
+    site = msgspec.structs.replace(member, site="ehv1")
+    assert overdue(site, records, later) == []  # failover's business, not a calamity
