@@ -167,6 +167,14 @@ class LiveState:
             self._decisions[key] = Entry(key, decision, entry.revision)
         self.structure += 1
 
+    async def refresh_decision(self, key: str) -> None:
+        """Read one `fed_decisions` key now and apply it. A watcher whose consumer lived on
+        a server that just died lags until it is recreated; a member declared down must
+        not get new placements meanwhile (failover calls this on every declaration)."""
+        entry = await (await bucket(self.bus, layout.KV_DECISIONS, msgspec.Raw)).get(key)
+        if entry is not None:
+            self._on_decision(entry, key)
+
     def _on_saga(self, entry: Entry[SagaRecord] | None, key: str) -> None:
         if not self._newer(self._sagas.get(key), entry):
             return

@@ -48,6 +48,7 @@ from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry, bucket
+from services.failover.decisions import down_key
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
 from services.scheduler.booking import (
@@ -528,6 +529,9 @@ class SchedulerService:
                 Rejected("quorum_missing", problem), env.subject, env.headers
             )
             return
+        # failover hook: the live view learns of the declaration now, not when its
+        # watcher (perhaps on the dead server) catches up: no new placement goes there.
+        await self.live.refresh_decision(down_key(event.member, event.site))
         await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time,
                              site=event.site)
 
