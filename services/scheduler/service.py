@@ -90,6 +90,8 @@ CAS_ATTEMPTS = 20
 # Submissions decided together against one snapshot and committed in one group write per
 # site; JetStream delivers up to this many per fetch.
 SUBMIT_BATCH = 256
+# A down member's placements re-placed per chunk: decided together, booked together.
+FAILOVER_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -558,53 +560,108 @@ class SchedulerService:
         for part, queue in enumerate((own, sweep_order(rest))):
             if part and queue:
                 state = await read_state(self.ctx.bus)  # drop what the owners did meanwhile
-            for key in queue:
-                entry = state.placements.get(key)
-                if entry is None or not hit_by(entry.value, member, site):
-                    continue
-                delay = self._limiter.reserve(time.monotonic())
+            for start in range(0, len(queue), FAILOVER_BATCH):
+                chunk = [k for k in queue[start:start + FAILOVER_BATCH]
+                         if (e := state.placements.get(k)) is not None
+                         and hit_by(e.value, member, site)]
+                # The disruption budget: one token per move, waited for before the chunk.
+                delay = 0.0
+                for _ in chunk:
+                    delay = self._limiter.reserve(time.monotonic())
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if await self._replace_one(state, key, member, declared_at, site):
-                    moved += 1
+                moved += await self._replace_many(state, chunk, member, declared_at, site)
         self.replaced += moved
         await self._mark_replaced(member, epoch, site)
         return moved
 
-    async def _replace_one(
-        self, state: FederationState, key: str, member: str, declared_at: dt.datetime | None,
-        site: str = "",
-    ) -> bool:
-        for _ in range(CAS_ATTEMPTS):
-            entry = state.placements.get(key)
-            if entry is None or not hit_by(entry.value, member, site):
-                return False
-            record = entry.value
+    async def _replace_many(
+        self, state: FederationState, keys: list[str], member: str,
+        declared_at: dt.datetime | None, site: str = "",
+    ) -> int:
+        """Re-place a chunk of `member`'s workloads as `place_many` places a batch: each
+        decided on one snapshot with the chunk's earlier moves booked into it, the new
+        sites booked in one write per site, the placements written at the revisions read,
+        the lost sites freed in one write per site; what lost a race (a site filled, a
+        rival moved it, an agent noted a replica) is re-read and decided again."""
+        moved = 0
+        todo = list(keys)
+        for attempt in range(CAS_ATTEMPTS):
+            if not todo:
+                return moved
             now = dt.datetime.now(dt.UTC)
-            decision = decide(
-                record.spec, state.snapshot(now.date(), deciding=key),
-                decided_by=self.ctx.member, now=now, cause="failover",
-                # A dark site is out of the snapshot already (reader.read_state); the
-                # member's other sites stay eligible.
-                exclude=frozenset() if site else frozenset({member}),
-                keep=survivors(record, member, site),
-            )
-            # failover hook: the record keeps the declaration time for the achieved RTO
-            new = replaced_record(record, decision, lost=member, now=now,
-                                  declared_at=declared_at, site=site)
-            added = added_sites(record.assignments, new.assignments)
-            if not await self._commit_next(state, entry, new, added):
-                continue  # re-read; the loop decides again (or stops if it is gone)
-            # Only now, re-placed, does the lost replica's reservation go; a replica that
-            # found no new home keeps its booking on the down member until it does.
-            if added:
-                await unbook(self.ledgers, state, workload=key,
-                             sites=dropped_sites(record.assignments, new.assignments))
-            log.info("re-placed", workload=key, generation=new.generation, state=new.state,
-                     line=new.history[-1])
-            await self._announce(key, new)
-            return True
-        raise RetryableError(f"fed_placements/{key}: too many concurrent writers")
+            snapshot = state.snapshot(now.date())
+            moves: dict[str, tuple[Entry[PlacementRecord], PlacementRecord, list[Assignment]]]
+            moves = {}
+            for key in todo:
+                entry = state.placements.get(key)
+                if entry is None or not hit_by(entry.value, member, site):
+                    continue  # gone, or moved meanwhile
+                record = entry.value
+                decision = decide(
+                    record.spec, snapshot, decided_by=self.ctx.member, now=now,
+                    cause="failover", cache=self._cache,
+                    # A dark site is out of the snapshot already (reader.read_state); the
+                    # member's other sites stay eligible.
+                    exclude=frozenset() if site else frozenset({member}),
+                    keep=survivors(record, member, site),
+                )
+                # failover hook: the record keeps the declaration time for the achieved RTO
+                new = replaced_record(record, decision, lost=member, now=now,
+                                      declared_at=declared_at, site=site)
+                added = added_sites(record.assignments, new.assignments)
+                if added:
+                    snapshot = booked(snapshot, record.spec.resources, added)
+                moves[key] = (entry, new, added)
+            held, refused = await book_many(self.ledgers, state, [
+                Booking(key, new.spec.resources, added, new.generation,
+                        tenant=new.spec.tenant)
+                for key, (_, new, added) in moves.items() if added])
+            go = [key for key in moves if key not in refused]
+            written = await asyncio.gather(
+                *(self.placements.update(key, moves[key][1], moves[key][0].revision)
+                  for key in go), return_exceptions=True)
+            again = [key for key in moves if key in refused]
+            lost: dict[tuple[str, str], list[str]] = defaultdict(list)
+            dropped: dict[tuple[str, str], list[str]] = defaultdict(list)
+            done: list[str] = []
+            failure: Exception | None = None
+            for key, outcome in zip(go, written, strict=True):
+                entry, new, added = moves[key]
+                if isinstance(outcome, int):
+                    state.placements[key] = Entry(key, new, outcome)
+                    done.append(key)
+                    if added:
+                        # Only now, re-placed, does the lost replica's reservation go; a
+                        # replica that found no new home keeps its booking until it does.
+                        for a in dropped_sites(entry.value.assignments, new.assignments):
+                            dropped[(a.member, a.site)].append(key)
+                    continue
+                for a in added:
+                    lost[(a.member, a.site)].append(key)
+                if isinstance(outcome, CasConflict):
+                    again.append(key)
+                elif isinstance(outcome, Exception):
+                    failure = failure or outcome
+            if lost:
+                await unbook_many(self.ledgers, state, dict(lost), attempt=held)
+            if dropped:
+                await unbook_many(self.ledgers, state, dict(dropped))
+            await asyncio.gather(*(self._announce(
+                key, moves[key][1], revision=state.placements[key].revision,
+                note=moves[key][1].state == "unplaceable") for key in done))
+            moved += len(done)
+            if done:
+                log.info("re-placed a chunk", member=member, site=site or None,
+                         moved=len(done), again=len(again))
+            if failure is not None:
+                raise failure  # the durable copy of the declaration finishes the rest
+            if again:
+                for key in again:
+                    await self._refresh(state, key)
+                await asyncio.sleep(0.005 * (attempt + 1))
+            todo = again
+        raise RetryableError(f"failover of {member}: {len(todo)} placements kept changing")
 
     # -- recovery -------------------------------------------------------------------------
 
