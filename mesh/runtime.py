@@ -81,6 +81,16 @@ class Service(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a service's background tasks and wait for each to end; empties the list."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    tasks.clear()
+
+
 def health_subject(member: str) -> str:
     return f"stekker.v1.health.{member}"
 

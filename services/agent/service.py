@@ -45,7 +45,7 @@ from mesh.bus import Consumer, consumer_health
 from mesh.envelope import Envelope
 from mesh.errors import RetryableError
 from mesh.observability import logger
-from mesh.runtime import NodeContext
+from mesh.runtime import NodeContext, cancel_tasks
 from mesh.state import Bucket, bucket
 from services.agent import backup
 from services.agent.drivers.base import Driver, DriverError, Instance
@@ -178,12 +178,7 @@ class AgentService:
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_tasks(self._tasks)
         if self.driver is not None:
             await self.driver.close()
         self._running.clear()

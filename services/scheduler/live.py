@@ -32,6 +32,7 @@ import msgspec
 from contracts.state import DownDecision, MemberRecord, SagaRecord, SiteLedger
 from mesh import layout
 from mesh.observability import logger
+from mesh.runtime import cancel_tasks
 from mesh.state import Entry, bucket
 from services.scheduler.reader import (
     DOWN_PREFIX,
@@ -112,12 +113,7 @@ class LiveState:
             self.ready.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_tasks(self._tasks)
 
     def _ready_callback(self, name: str) -> Callable[[], None]:
         def done() -> None:

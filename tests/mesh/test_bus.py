@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -34,6 +36,23 @@ def _roster(ids: dict[str, Identity]) -> Roster:
     return sign_roster(body, ids.values())
 
 
+@contextlib.asynccontextmanager
+async def pair(
+    server: NatsCluster, identities: dict[str, Identity]
+) -> AsyncIterator[tuple[Bus, Bus]]:
+    """amstel's bus (provisioned) and dommel's, trusting a roster of both; closed after."""
+    trust = TrustStore(_roster(identities))
+    sender = await Bus.connect(server.urls, identity=identities["amstel"], trust=trust)
+    receiver = await Bus.connect(server.urls, identity=identities["dommel"], trust=trust,
+                                 service="test")
+    try:
+        await sender.provision(1)
+        yield sender, receiver
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
 @pytest.fixture
 def identities() -> dict[str, Identity]:
     return {m: Identity.generate(m) for m in ("amstel", "dommel")}
@@ -56,12 +75,7 @@ async def test_provision_is_idempotent_and_append_only(nats_server: NatsCluster)
 async def test_signed_event_round_trip_and_forgery_reported(
     nats_server: NatsCluster, identities: dict[str, Identity]
 ) -> None:
-    trust = TrustStore(_roster(identities))
-    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
-    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
-                                 service="test")
-    try:
-        await sender.provision(1)
+    async with pair(nats_server, identities) as (sender, receiver):
         got: list[tuple[str, str]] = []
 
         async def handle(event: object, env: object) -> None:
@@ -96,9 +110,6 @@ async def test_signed_event_round_trip_and_forgery_reported(
         assert violations[0].reason == "unknown_key"
         assert violations[0].claimed_member == "amstel"
         assert violations[0].offending_subject == subject
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 async def test_duplicate_msg_id_is_stored_once(
@@ -148,12 +159,7 @@ async def test_cluster_replicates_state(tmp_path: Path, nats_cluster: NatsCluste
 async def test_batch_handler_gets_a_fetch_at_once_and_failures_come_back(
     nats_server: NatsCluster, identities: dict[str, Identity]
 ) -> None:
-    trust = TrustStore(_roster(identities))
-    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
-    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
-                                 service="test")
-    try:
-        await sender.provision(1)
+    async with pair(nats_server, identities) as (sender, receiver):
         for n in range(10):
             await sender.publish(WorkloadReleased(workload=f"wl-{n}", member="dommel"))
         batches: list[list[str]] = []
@@ -181,20 +187,12 @@ async def test_batch_handler_gets_a_fetch_at_once_and_failures_come_back(
                          what="every message handled, the failed one redelivered")
         assert max(len(b) for b in batches) > 1  # a fetch came as one batch
         assert sum(b.count("wl-3") for b in batches) == 2 and consumer.errors == 1
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 async def test_irrelevant_messages_are_skipped_before_verification(
     nats_server: NatsCluster, identities: dict[str, Identity]
 ) -> None:
-    trust = TrustStore(_roster(identities))
-    sender = await Bus.connect(nats_server.urls, identity=identities["amstel"], trust=trust)
-    receiver = await Bus.connect(nats_server.urls, identity=identities["dommel"], trust=trust,
-                                 service="test")
-    try:
-        await sender.provision(1)
+    async with pair(nats_server, identities) as (sender, receiver):
         got: list[str] = []
 
         async def handle(event: object, env: object) -> None:
@@ -219,6 +217,3 @@ async def test_irrelevant_messages_are_skipped_before_verification(
         await wait_until(lambda: got == ["wl-z"] and consumer.skipped == 2
                          and consumer.rejected == 1, timeout=30,
                          what="one handled, two skipped, the relevant forgery refused")
-    finally:
-        await sender.close()
-        await receiver.close()
