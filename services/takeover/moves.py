@@ -36,10 +36,30 @@ class MoveRole(SagaBase):
                 await self._move(record, item)
 
         await asyncio.gather(*(one(i) for i in record.plan if i.successor is not None))
-        if not record.drill:
-            for item in record.plan:
-                if item.successor is None:
+        for item in record.plan:
+            if item.successor is None:
+                if record.drill:
+                    await self._release_in_drill(record.saga, item)
+                else:
                     await self._release(record.saga, item)
+
+    async def _release_in_drill(self, saga: str, item: PlanItem) -> None:
+        """What `_release` would do, said and not done: a drill leaves the source alone,
+        but its report must judge the workload as the real takeover would."""
+        current = await self._mine(saga)
+        if current is None or S.find_step(current, S.RELEASE, workload=item.workload):
+            return
+        entry = await self.placements.get(item.workload)
+        if entry is None:
+            return
+        others = [a.member for a in entry.value.assignments if a.member != item.source]
+        if not others:
+            return  # its only replica: a real takeover could not keep it either
+        await self._record_and_publish(saga, S.step_entry(
+            S.RELEASE, "ok", at=now_utc(), workload=item.workload,
+            generation=entry.value.generation,
+            detail=f"drill: {item.source}'s replica would be released; served by "
+                   f"{', '.join(others)} (degraded)"))
 
     async def _release(self, saga: str, item: PlanItem) -> None:
         """No member may host a new replica: drop the source's, if others remain."""

@@ -53,8 +53,9 @@ from services.takeover.saga import (
 )
 
 REPORT_VERSION = 1
-# Row statuses that keep the promise: moved (ok), or (real takeover) no member may take a
-# new replica but the workload's other replicas serve it and the source's was released.
+# Row statuses that keep the promise: moved (ok), or no member may take a new replica but
+# the workload's other replicas serve it and the source's was (in a drill: would be)
+# released.
 DONE = frozenset({"ok", "released"})
 
 
@@ -69,8 +70,9 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
     if item.successor is None:
         row["status"] = "no_successor"
         released = find_step(record, RELEASE, workload=item.workload, statuses=("ok",))
-        if released is not None and not record.drill:
-            # Still served by its other replicas; the source's one is gone, as it must.
+        if released is not None:
+            # Still served by its other replicas; the source's one is gone, as it must
+            # (a drill says it would be).
             row["status"], row["detail"] = "released", released.get("detail")
             row["generation"] = released.get("generation")
         return row

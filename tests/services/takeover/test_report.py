@@ -177,3 +177,24 @@ def test_a_stateful_row_reports_data_retries_rpo_and_html() -> None:
     assert html.startswith("<!doctype html>") and "<script" not in html
     assert "&lt;on purpose&gt;" in html and "<on purpose>" not in html
     assert "ab" * 32 in html and "PASSED" in html and "Timeline" in html
+
+
+def test_a_drill_passes_a_workload_its_other_replicas_keep_serving() -> None:
+    """No member may take a new replica, but the workload's other replicas serve it: the
+    real takeover releases the source's replica and carries on degraded, so the drill
+    that says so passes, and says how."""
+    plan = [*PLAN, PlanItem(workload="brp", source="dommel", successor=None,
+                            reason="placed 2/3 on amstel, zuidas (kept amstel, zuidas)")]
+    record = approved(planned(plan))
+    record = shadow(record, "rivm-meetdata", "ok", 12.0)
+    record = shadow(record, "rivm-dashboard", "ok", 3.0)
+    entry = S.step_entry(S.RELEASE, "ok", at=at(0.6), workload="brp", generation=1,
+                         detail="drill: dommel's replica would be released; served by "
+                                "amstel, zuidas (degraded)")
+    record = S.with_step(record, entry, at(0.6)) or record
+    record, report = finished(record)
+    assert report["passed"] is True and record.state == "completed"
+    rows = {w["workload"]: w for w in report["workloads"]}  # type: ignore[attr-defined]
+    assert rows["brp"]["status"] == "released"
+    assert "would be released" in rows["brp"]["detail"]
+    assert "1 kept by their other replicas" in str(report["summary"])
