@@ -171,6 +171,11 @@ class LiveState:
         if entry is not None:
             self._on_decision(entry, key)
 
+    def decision(self, key: str) -> DownDecision | None:
+        """The `fed_decisions` record at `key` as the view holds it (down.* keys only)."""
+        held = self._decisions.get(key)
+        return held.value if held is not None else None
+
     def _on_saga(self, entry: Entry[SagaRecord] | None, key: str) -> None:
         if not self._newer(self._sagas.get(key), entry):
             return

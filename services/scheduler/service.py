@@ -214,6 +214,8 @@ class SchedulerService:
         self._live_failovers: dict[str, asyncio.Task[None]] = {}
         self._live: LiveState | None = None
         self._cache = FeasibilityCache()
+        # (member, site) → newest epoch heard recovered ("" site: the whole member)
+        self._recovered: dict[tuple[str, str], int] = {}
         self.sweep_every_s = sweep_every_s
         self._sweeper: asyncio.Task[None] | None = None
         self.orphans_freed = 0
@@ -242,6 +244,8 @@ class SchedulerService:
         # member's server led that consumer, its new leader is elected first (seconds).
         # The live copy lets every scheduler start at once; CAS keeps each move single.
         await ctx.bus.subscribe(MemberDown.subject_pattern(), self._on_down_live)
+        # Every scheduler hears recoveries too, so none acts on a declaration they overtook.
+        await ctx.bus.subscribe(MemberRecovered.subject_pattern(), self._on_recovered_live)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="scheduler:janitor")
 
     async def _sweep_loop(self) -> None:
@@ -509,7 +513,27 @@ class SchedulerService:
         if isinstance(event, MemberDown):
             await self._on_down(event, env)
         elif isinstance(event, MemberRecovered):
+            self._note_recovered(event)
             await self.heal(event.member)
+
+    async def _on_recovered_live(self, event: Event, env: Envelope) -> None:
+        if isinstance(event, MemberRecovered):
+            self._note_recovered(event)
+
+    def _note_recovered(self, event: MemberRecovered) -> None:
+        target = (event.member, event.site)
+        self._recovered[target] = max(self._recovered.get(target, 0), event.epoch)
+
+    def _stale(self, member: str, site: str, epoch: int) -> bool:
+        """Whether the declaration of `member` (`site`) at `epoch` was overtaken by its
+        recovery: heard here, or as the decision record says. A declaration redelivered
+        after the recovery (a nak under load puts it behind) must not move the healed
+        workloads away again, and a failover still running stops."""
+        if epoch and self._recovered.get((member, site), 0) >= epoch:
+            return True
+        decision = self.live.decision(down_key(member, site))
+        return (decision is not None and bool(epoch) and decision.epoch >= epoch
+                and decision.state == "recovered")
 
     async def _on_down_live(self, event: Event, env: Envelope) -> None:
         if not isinstance(event, MemberDown):
@@ -534,6 +558,10 @@ class SchedulerService:
         # failover hook: the live view learns of the declaration now, not when its
         # watcher (perhaps on the dead server) catches up: no new placement goes there.
         await self.live.refresh_decision(down_key(event.member, event.site))
+        if self._stale(event.member, event.site, event.epoch):
+            log.info("declaration overtaken by the member's recovery; nothing to move",
+                     member=event.member, site=event.site or None, epoch=event.epoch)
+            return
         await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time,
                              site=event.site)
 
@@ -561,6 +589,10 @@ class SchedulerService:
             if part and queue:
                 state = await read_state(self.ctx.bus)  # drop what the owners did meanwhile
             for start in range(0, len(queue), FAILOVER_BATCH):
+                if self._stale(member, site, epoch):
+                    log.info("member recovered; failover stops", member=member,
+                             site=site or None, moved=moved)
+                    return moved
                 chunk = [k for k in queue[start:start + FAILOVER_BATCH]
                          if (e := state.placements.get(k)) is not None
                          and hit_by(e.value, member, site)]

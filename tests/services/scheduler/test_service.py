@@ -226,3 +226,49 @@ async def test_recovery_fills_missing_replicas_and_moves_nothing_back(
             assert healed[key].generation == 2
             assert "dommel" not in members(healed[key])
         assert healed["nctv-dreigingsbeeld"].state == "unplaceable"
+
+
+async def test_a_declaration_overtaken_by_the_recovery_moves_nothing_again(
+    nats_server: NatsCluster, tmp_path: Path
+):
+    """Under load a declaration can be redelivered after the member's recovery was
+    handled (a nak puts it behind): it must not move the healed workloads away again."""
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("amstel")
+        before = await submit_demo(bus)
+        evidence = [Evidence(observer="amstel", msg_id="s2", silence_s=5.0),
+                    Evidence(observer="zuidas", msg_id="s3", silence_s=5.0)]
+        await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=evidence))
+        hit = {k for k, r in before.items() if "dommel" in members(r)}
+        bucket = await placements(bus)
+
+        async def settled_at_least(wanted: int) -> dict[str, PlacementRecord] | None:
+            records = {e.key: e.value for e in await bucket.items()}
+            done = all(records[k].generation >= wanted and records[k].state in SETTLED
+                       for k in hit)
+            return records if done else None
+
+        replaced = await wait_until(lambda: settled_at_least(2), timeout=30,
+                                    what="re-placed")
+        short = {k for k in hit if replaced[k].state == "degraded"}
+        assert short  # the demo has workloads no survivor can take a replica of
+
+        async def healed_all() -> dict[str, PlacementRecord] | None:
+            records = {e.key: e.value for e in await bucket.items()}
+            done = all(records[k].generation == 3 and records[k].state in SETTLED
+                       for k in short)
+            return records if done else None
+
+        await bus.publish(MemberRecovered(member="dommel", epoch=1))
+        healed = await wait_until(healed_all, timeout=30, what="degraded workloads healed")
+        handled = sum(s.failovers.handled for s in schedulers(fed) if s.failovers)
+        # The same declaration again (as a redelivery would bring it), after the recovery.
+        await bus.publish(MemberDown(member="dommel", epoch=1, quorum=2, evidence=evidence),
+                          msg_id="down-dommel-1-again")
+        await wait_until(lambda: sum(s.failovers.handled for s in schedulers(fed)
+                                     if s.failovers) > handled, timeout=30,
+                         what="the late declaration handled")
+        after = {e.key: e.value for e in await bucket.items()}
+        assert {k: after[k].generation for k in hit} == {k: healed[k].generation for k in hit}
+        assert any("dommel" in members(after[k]) for k in hit)
+
