@@ -49,7 +49,8 @@ READY_BOUND_S = 30.0
 
 class TrackedLedgers(dict[str, Entry[SiteLedger]]):
     """The ledgers by key; every change (a watcher's, or a commit's own write through
-    `booking`) is passed to `track(before, after)` as it happens."""
+    `booking`) is passed to `track(before, after)` as it happens. Only `[key] = entry` and
+    `pop` change it: what `booking` uses."""
 
     def __init__(self, track: Callable[[SiteLedger | None, SiteLedger | None], None]) -> None:
         super().__init__()
@@ -69,6 +70,9 @@ class TrackedLedgers(dict[str, Entry[SiteLedger]]):
 
 
 class LiveState:
+    """The watched buckets in memory: `snapshot()` for a batch's decisions, `state` (its
+    ledgers kept current by the commits' own writes too) for booking them."""
+
     def __init__(self, bus: Any) -> None:
         self.bus = bus
         self.state = FederationState(profiles={}, statuses={}, member_revisions={},
