@@ -69,13 +69,17 @@ class _Names(msgspec.Struct):
     member: str
 
 
+class _SpecId(msgspec.Struct):
+    id: str = ""
+
+
 class _Targets(msgspec.Struct):
     """What a placed or released event says about who is concerned; the rest unparsed."""
 
     assignments: list[_Names] = []
     member: str = ""
     workload: str = ""
-    spec: dict[str, object] = {}
+    spec: _SpecId = msgspec.field(default_factory=_SpecId)
 
 
 _targets = msgspec.json.Decoder(_Targets)
@@ -88,7 +92,7 @@ def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) 
     targets = _targets.decode(body)
     if targets.member == me or any(a.member == me for a in targets.assignments):
         return True
-    workload = targets.workload or str(targets.spec.get("id", ""))
+    workload = targets.workload or targets.spec.id
     return workload in running
 
 

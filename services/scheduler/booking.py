@@ -33,7 +33,6 @@ from services.scheduler.ledger import (
     Contended,
     Overbooked,
     ledger_key,
-    release,
     release_many,
     reserve,
     reserve_many,
@@ -146,19 +145,8 @@ async def unbook(
     sites: Iterable[Assignment], attempt: str | None = None,
 ) -> None:
     """Free `workload`'s hold at each site (only `attempt`'s, when given). Idempotent."""
-    for a in sites:
-        key = ledger_key(a.member, a.site)
-        try:
-            entry = await ledgers.modify(
-                key, lambda current: release(current, workload, attempt=attempt))
-        except CasConflict:
-            log.warning("could not free a reservation", workload=workload, key=key)
-            continue
-        if state is not None:
-            if entry is None:
-                state.ledgers.pop(key, None)
-            else:
-                state.ledgers[key] = entry
+    await unbook_many(ledgers, state, {(a.member, a.site): [workload] for a in sites},
+                      attempt=attempt)
 
 
 async def _write_site(
