@@ -267,6 +267,9 @@ class Bus:
                 history=bucket.history,
                 replicas=replicas,
                 storage=StorageType.FILE,
+                # Every replica may answer direct gets: `Bucket.get_many` reads from
+                # followers while a dead server's leaderships are being elected anew.
+                direct=True,
             )
             await self._retry_js(functools.partial(self._ensure_bucket, kv_config))
         obj_config = ObjectStoreConfig(
@@ -306,7 +309,12 @@ class Bus:
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:
-            self._kv[bucket] = await self._retry_js(lambda: self.js.key_value(bucket))
+            kv = await self._retry_js(lambda: self.js.key_value(bucket))
+            # One key is read through the leader, never a follower that may not have the
+            # write just acknowledged: every read-CAS-retry loop relies on reading its own
+            # writes. Only `Bucket.get_many` asks the followers, where stale is safe.
+            kv._direct = False
+            self._kv[bucket] = kv
         return self._kv[bucket]
 
     async def objects(self) -> ObjectStore:

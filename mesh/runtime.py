@@ -45,6 +45,9 @@ class NodeSettings:
     flap_timeout_factor: float = 3.0
     # Disruption budget of a failover: re-placements per second by each scheduler.
     replace_rate_per_s: float = 500.0
+    # The steward (services/failover/steward.py) keeps every JetStream leader on its own
+    # server, so that any other member's death stalls no write for an election.
+    steer_leaders: bool = True
     driver: str = "sim"
     # How many NATS servers replicate the federation's state (min(3, servers)).
     replicas: int = 1

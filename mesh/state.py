@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +18,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from mesh.bus import retry_passing
+from mesh.direct import MAX_BATCH, direct_batch, header
 from mesh.errors import CasConflict, TerminalError
 from mesh.observability import logger
 
@@ -28,6 +29,8 @@ log = logger("mesh.state")
 # just died): they are safe to repeat. Writes are not retried here: a write whose reply
 # was lost may have happened, and only the caller knows how to check.
 READ_BOUND_S = 20.0
+# Keys per batched direct get (nats-server answers at most MAX_BATCH per request).
+GET_MANY_CHUNK = MAX_BATCH // 2
 
 
 async def _read(op: Callable[[], Awaitable[R]]) -> R:
@@ -68,6 +71,38 @@ class Bucket(Generic[T]):
         if entry.value is None or entry.revision is None:
             return None
         return Entry(key, self._decode(key, entry.value), entry.revision)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry[T]]:
+        """The live entries of `keys` (absent ones left out), read by batched direct gets
+        (`multi_last`): one request per 512 keys, answered by any replica of the bucket,
+        so it neither waits for a leader nor creates a consumer."""
+        out: dict[str, Entry[T]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), GET_MANY_CHUNK):
+            part = wanted[start:start + GET_MANY_CHUNK]
+            out.update(await _read(lambda part=part: self._get_part(part)))  # type: ignore[misc]
+        return out
+
+    async def _get_part(self, keys: list[str]) -> dict[str, Entry[T]]:
+        try:
+            return await self._get_batch(keys)
+        except nats.errors.NoRespondersError:
+            # No replica answers direct gets: a bucket made before they were allowed
+            # (mesh.bus.provision), or no server at all. Key by key through the leader.
+            found = await asyncio.gather(*(self._get(key) for key in keys))
+            return {e.key: e for e in found if e is not None}
+
+    async def _get_batch(self, keys: list[str]) -> dict[str, Entry[T]]:
+        prefix = f"$KV.{self.name}."
+        out: dict[str, Entry[T]] = {}
+        for msg in await direct_batch(self.kv._js, self.kv._stream, {
+                "multi_last": [prefix + k for k in keys], "batch": len(keys)}):
+            key = header(msg, "Nats-Subject")[len(prefix):]
+            if header(msg, "KV-Operation") in ("DEL", "PURGE") or not msg.data:
+                continue
+            out[key] = Entry(key, self._decode(key, msg.data),
+                             int(header(msg, "Nats-Sequence") or 0))
+        return out
 
     async def create(self, key: str, value: T) -> int:
         """Create-only: raises CasConflict when the key exists already."""

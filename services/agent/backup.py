@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.workload import WorkloadSpec
-from mesh.objects import BlobInfo, delete_blob, get_blob, list_blobs, put_blob, sha256_hex
+from mesh.objects import (
+    BlobInfo,
+    BlobMissing,
+    DigestMismatchError,
+    delete_blob,
+    get_blob,
+    list_blobs,
+    put_blob,
+    sha256_hex,
+)
 from services.agent.drivers.base import Driver
 
 KEEP = 3
@@ -81,9 +90,9 @@ def beyond_keep(backups: list[Backup], keep: int = KEEP) -> list[Backup]:
     return backups[keep:]
 
 
-async def backups_of(bus: Any, workload: str) -> list[Backup]:
-    """`workload`'s backups in the store, newest first."""
-    return newest_first(await list_blobs(bus, prefix(workload)))
+async def backups_of(bus: Any, workload: str, *, followers: bool = False) -> list[Backup]:
+    """`workload`'s backups in the store, newest first (`followers`: mesh.objects)."""
+    return newest_first(await list_blobs(bus, prefix(workload), followers=followers))
 
 
 async def back_up(
@@ -121,13 +130,19 @@ class Restored:
 
 
 async def restore_newest(bus: Any, driver: Driver, spec: WorkloadSpec) -> Restored:
-    """Import the newest backup of `spec` whose bytes match their recorded sha256."""
+    """Import the newest backup of `spec` whose bytes match their recorded sha256.
+
+    Read from any replica of the store (backups are old by nature, so a follower a
+    moment behind is fine, and a failover's restore need not wait for the leaders the
+    dead member's server held). A backup gone or damaged is passed over for the next;
+    anything else (the store not answering yet) is raised: the caller tries again
+    rather than start the workload without data that exists."""
     skipped: list[str] = []
-    for candidate in await backups_of(bus, spec.id):
+    for candidate in await backups_of(bus, spec.id, followers=True):
         try:
-            data, _ = await get_blob(bus, candidate.name)
-        except Exception as exc:  # gone meanwhile (pruned): the next one will do
-            skipped.append(f"{candidate.name}: {exc}")
+            data, _ = await get_blob(bus, candidate.name, followers=True)
+        except (BlobMissing, DigestMismatchError) as exc:  # pruned meanwhile, or damaged
+            skipped.append(f"{candidate.name}: {exc or type(exc).__name__}")
             continue
         if sha256_hex(data) != candidate.sha256:
             skipped.append(f"{candidate.name}: sha256 does not match")

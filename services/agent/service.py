@@ -41,7 +41,7 @@ from contracts.workload import (
     WorkloadSpec,
 )
 from mesh import layout
-from mesh.bus import Consumer, consumer_health
+from mesh.bus import Consumer, consumer_health, passing_js_error
 from mesh.envelope import Envelope
 from mesh.errors import RetryableError
 from mesh.observability import logger
@@ -63,6 +63,9 @@ HEARTBEATS_IN_FLIGHT = 3
 # Placements handled at once: a sim start is instant, the record's update and the bound
 # event are round trips to JetStream that overlap.
 AGENT_CONCURRENCY = 64
+# A restore the store cannot answer yet is tried again this often, for at most this long.
+RESTORE_RETRY_S = 0.25
+RESTORE_BOUND_S = 30.0
 
 
 class _Names(msgspec.Struct):
@@ -462,12 +465,23 @@ class AgentService:
         the newest good backup in before it starts. A takeover imports the source's own
         export before the cut-over, so the data is here already and nothing is restored.
         """
-        try:
-            if await self._driver().has_data(spec.id, spec):
-                return
-            restored = await backup.restore_newest(self.ctx.bus, self._driver(), spec)
-        except Exception as exc:  # start anyway: refusing would keep it down for good
-            restored = backup.Restored(None, [f"restore failed: {exc}"])
+        deadline = time.monotonic() + RESTORE_BOUND_S
+        while True:
+            try:
+                if await self._driver().has_data(spec.id, spec):
+                    return
+                restored = await backup.restore_newest(self.ctx.bus, self._driver(), spec)
+                break
+            except Exception as exc:
+                # The store not answering yet (JetStream electing the leaders a dead
+                # server held) passes: starting now would start without data that
+                # exists. Past the bound, or on anything else, start anyway: refusing
+                # would keep it down for good.
+                if passing_js_error(exc) and time.monotonic() < deadline:
+                    await asyncio.sleep(RESTORE_RETRY_S)
+                    continue
+                restored = backup.Restored(None, [f"restore failed: {exc}"])
+                break
         detail = restored.detail(dt.datetime.now(dt.UTC), spec.rpo_seconds)
         self._restores[spec.id] = detail
         if restored.backup is None:

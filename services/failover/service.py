@@ -27,6 +27,7 @@ from mesh import layout
 from mesh.bus import Consumer
 from mesh.envelope import Envelope
 from mesh.errors import CasConflict, Rejected, RetryableError
+from mesh.leaders import pull_leaders
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, bucket
@@ -46,6 +47,7 @@ from services.failover.decisions import (
 from services.failover.detector import Action, Detector, Suspect, Withdraw
 from services.failover.heartbeats import HeartbeatBook
 from services.failover.recovery import Streaks, may_recover, suspicion_timeout
+from services.failover.steward import steward
 from services.failover.suspicions import Suspicion, SuspicionSet
 
 log = logger("services.failover")
@@ -60,6 +62,9 @@ RESYNC_S = 5.0
 # How many times a `member.down` event whose record is not (yet) readable is retried.
 CONFIRM_ATTEMPTS = 3
 STATEMENT_TIMEOUT_S = 2.0
+# How often the steward checks that it leads every replicated JetStream group.
+STEER_S = 10.0
+STEER_RETRY_S = 2.0
 
 
 def _utcnow() -> dt.datetime:
@@ -74,6 +79,9 @@ class FailoverService:
         self._decisions: Bucket[DownDecision] | None = None
         self._consumer: Consumer | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._steerer: asyncio.Task[None] | None = None
+        self.steward: str | None = None
+        self.leaders_pulled = 0
         self._lock = asyncio.Lock()
         self._stopped = False
         self._down: dict[str, DownDecision] = {}  # cache of fed_decisions/down.<member>
@@ -125,13 +133,17 @@ class FailoverService:
         )
         period = min(0.5, interval / 2)
         self._ticker = asyncio.create_task(self._tick_loop(period), name="failover-ticker")
+        if ctx.settings.steer_leaders:
+            self._steerer = asyncio.create_task(self._steer_loop(), name="failover-steward")
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._steerer):
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._ticker
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
         if self._consumer is not None:
@@ -152,6 +164,8 @@ class FailoverService:
             "suspecting": self.detector.suspected,
             "suspected": standing,
             "down": down,
+            "steward": self.steward,
+            "leaders_pulled": self.leaders_pulled,
             "ticks": self.ticks,
             "counts": {
                 **self.counts,
@@ -344,6 +358,37 @@ class FailoverService:
             self.counts["suspicions"] += 1
             log.info("suspecting", target=target, silence_s=statement.silence_s,
                      renewal=action.renewal)
+
+    # -- the steward (services/failover/steward.py) ----------------------------------------
+
+    async def _steer_loop(self) -> None:
+        # The first pass waits for a heartbeat or two: who is silent means nothing before.
+        await asyncio.sleep(2 * self.settings.heartbeat_interval_s)
+        while not self._stopped:
+            pause = STEER_S
+            try:
+                await self._steer()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # elections under way, the bus away: soon again
+                log.info("leader steering skipped", error=str(exc) or type(exc).__name__)
+                pause = STEER_RETRY_S
+            await asyncio.sleep(pause)
+
+    async def _steer(self) -> None:
+        """If this member is the steward, pull every group's leadership to its server
+        (named after the member: deploy/nats/README.md)."""
+        assert self._ctx is not None
+        now = time.monotonic()
+        others = self._others()
+        self.steward = steward(
+            active=[*others, self._ctx.member],
+            down=[m for m, r in self._down.items() if r.state == "down" and not r.site],
+            silent=[m for m in others if self.book.silence(m, now) >= self.timeout_s],
+        )
+        if self.steward == self._ctx.member:
+            pulled = await pull_leaders(self._ctx.bus, self._ctx.member)
+            self.leaders_pulled += len(pulled.moved)
 
     # -- decisions ------------------------------------------------------------------------
 

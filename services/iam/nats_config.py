@@ -47,10 +47,12 @@ ROTATION_KEY = "rotation"
 
 # The JetStream API a member's services call. Not in it: STREAM.UPDATE (could lift FED's
 # deny_delete), STREAM.DELETE, STREAM.PURGE (but the object store's own, which replacing
-# or deleting a blob needs), STREAM.MSG.DELETE, snapshots, restores, peer removal,
-# leader step-downs, META and SERVER calls. STREAM.CREATE stays: every node provisions
-# what is missing at start, and a create of an existing stream with another config is
-# refused by the server.
+# or deleting a blob needs), STREAM.MSG.DELETE, snapshots, restores, peer removal, META
+# and SERVER calls. STREAM.CREATE stays: every node provisions what is missing at start,
+# and a create of an existing stream with another config is refused by the server.
+# Leader step-downs stay: the steward pulls the leaders to its server (mesh/leaders.py);
+# a step-down moves no data and skips no RAFT quorum, so a member abusing it can slow
+# writes for a moment, never change them.
 MEMBER_JS_API = (
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",
@@ -67,6 +69,8 @@ MEMBER_JS_API = (
     "$JS.API.CONSUMER.LIST.>",
     "$JS.API.CONSUMER.MSG.NEXT.>",
     "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.STREAM.LEADER.STEPDOWN.*",
+    "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
     "$JS.ACK.>",
     "$JS.FC.>",
 )

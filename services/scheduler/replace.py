@@ -21,6 +21,7 @@ from contracts.state import (
     PlacementRecord,
     PlacementState,
     ReplicaStatus,
+    SiteLedger,
 )
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
 from mesh.trust import TrustStore
@@ -107,6 +108,23 @@ def split_share(
 def sweep_order(rest: list[str]) -> list[str]:
     """The order to help with the others' shares: backwards, away from their owners."""
     return list(reversed(rest))
+
+
+def moved_by_a_rival(
+    ledgers: Iterable[SiteLedger], workload: str, generation: int, *, lost: str,
+    own: Collection[str], site: str = "",
+) -> bool:
+    """Whether another commit is re-placing `workload` right now: a site off the lost
+    member holds it for a newer generation than its record (`generation`), booked by an
+    attempt not in `own`. Deciding it meanwhile would see that booking as taken capacity
+    and could write "nowhere to go" over a move that had room (the rival's)."""
+    for ledger in ledgers:
+        if ledger.member == lost and (not site or ledger.site == site):
+            continue
+        hold = ledger.holds.get(workload)
+        if hold is not None and hold.generation > generation and hold.attempt not in own:
+            return True
+    return False
 
 
 def survivors(record: PlacementRecord, lost: str, site: str = "") -> list[Assignment]:

@@ -24,7 +24,7 @@ import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from contracts.workload import (
     WorkloadSubmitted,
 )
 from mesh import layout
-from mesh.bus import Consumer
+from mesh.bus import Consumer, passing_js_error
 from mesh.envelope import Envelope
 from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.observability import logger
@@ -72,6 +72,7 @@ from services.scheduler.replace import (
     failover_order,
     healed_record,
     hit_by,
+    moved_by_a_rival,
     quorum_problem,
     replaced_record,
     short_of_replicas,
@@ -80,7 +81,7 @@ from services.scheduler.replace import (
     survivors,
     sweep_order,
 )
-from services.scheduler.snapshot import Placed, booked
+from services.scheduler.snapshot import Placed, Snapshot, booked
 
 log = logger("services.scheduler")
 
@@ -92,6 +93,13 @@ CAS_ATTEMPTS = 20
 SUBMIT_BATCH = 256
 # A down member's placements re-placed per chunk: decided together, booked together.
 FAILOVER_BATCH = 128
+# The prompt (live) copy of a declaration retries this often while JetStream elects
+# leaders, for at most this long; then the durable copy's redeliveries take over.
+PROMPT_RETRY_S = 0.1
+PROMPT_FAILOVER_BOUND_S = 60.0
+# How long the durable copy of a declaration waits for a prompt copy still running.
+PROMPT_WAIT_S = 20.0
+OWN_ATTEMPTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,9 @@ class SchedulerService:
         self.placed = 0
         self.replaced = 0
         self._live_failovers: dict[str, asyncio.Task[None]] = {}
+        # This scheduler's recent failover booking attempts (an ordered set): holds they
+        # left behind are its own, not a rival's move in flight (replace.moved_by_a_rival).
+        self._own_attempts: dict[str, None] = {}
         self._live: LiveState | None = None
         self._cache = FeasibilityCache()
         # (member, site) → newest epoch heard recovered ("" site: the whole member)
@@ -511,6 +522,12 @@ class SchedulerService:
 
     async def _on_member(self, event: Event, env: Envelope) -> None:
         if isinstance(event, MemberDown):
+            # The durable copy: let the prompt one (live view) finish first, so the scan
+            # reads what it did instead of re-deciding every move only to lose each CAS.
+            target = f"{event.member}/{event.site}" if event.site else event.member
+            prompt = self._live_failovers.get(target)
+            if prompt is not None and not prompt.done():
+                await asyncio.wait([prompt], timeout=PROMPT_WAIT_S)
             await self._on_down(event, env)
         elif isinstance(event, MemberRecovered):
             self._note_recovered(event)
@@ -542,11 +559,31 @@ class SchedulerService:
         running = self._live_failovers.get(target)
         if running is not None and not running.done():
             return  # already under way here; the durable copy finishes whatever is left
-        task = asyncio.create_task(self._on_down(event, env), name=f"failover:{target}")
+        task = asyncio.create_task(self._on_down_promptly(event, env),
+                                   name=f"failover:{target}")
         self._live_failovers[target] = task
         task.add_done_callback(_log_failure)
 
-    async def _on_down(self, event: MemberDown, env: Envelope) -> None:
+    async def _on_down_promptly(self, event: MemberDown, env: Envelope) -> None:
+        """The live copy of a declaration: fail over from the live view, and while
+        JetStream elects new leaders for the groups the dead member's server led (4 to 9 s,
+        mesh/leaders.py), try again every moment rather than wait for the durable copy's
+        redelivery. Every attempt is a no-op for what an earlier one moved."""
+        deadline = time.monotonic() + PROMPT_FAILOVER_BOUND_S
+        while True:
+            try:
+                await self._on_down(event, env, thorough=False)
+                return
+            except Exception as exc:
+                if not (passing_js_error(exc) or isinstance(exc, RetryableError)) \
+                        or time.monotonic() >= deadline:
+                    raise
+                log.info("failover waits for JetStream", member=event.member,
+                         error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(PROMPT_RETRY_S)
+
+    async def _on_down(self, event: MemberDown, env: Envelope, *, thorough: bool = True,
+                       ) -> None:
         # failover hook: the one quorum rule of services.failover.quorum (min. 2 observers)
         problem = quorum_problem(member=event.member, trust=self.ctx.trust,
                                  observers=[e.observer for e in event.evidence])
@@ -563,19 +600,26 @@ class SchedulerService:
                      member=event.member, site=event.site or None, epoch=event.epoch)
             return
         await self.fail_over(event.member, epoch=event.epoch, declared_at=env.time,
-                             site=event.site)
+                             site=event.site, thorough=thorough)
 
     async def fail_over(
         self, member: str, *, epoch: int = 0, declared_at: dt.datetime | None = None,
-        site: str = "",
+        site: str = "", thorough: bool = True,
     ) -> int:
         """Re-place every placement with a replica on `member` (only on its `site`, when
         one site was declared down); returns how many moved.
 
         Idempotent: a placement already re-placed has no replica there any more, so a
         redelivered declaration only finishes what an earlier attempt left undone.
+        `thorough`: find them by reading every placement (the durable copy of the
+        declaration); otherwise from the live view (the prompt copy), see `_hit_state`.
         """
-        state = await read_state(self.ctx.bus)
+        async def reread() -> FederationState:
+            if thorough:
+                return await read_state(self.ctx.bus)
+            return await self._hit_state(member, site)
+
+        state = await reread()
         keys = failover_order(
             (key, entry.value) for key, entry in state.placements.items()
             if hit_by(entry.value, member, site)
@@ -587,7 +631,7 @@ class SchedulerService:
         moved = 0
         for part, queue in enumerate((own, sweep_order(rest))):
             if part and queue:
-                state = await read_state(self.ctx.bus)  # drop what the owners did meanwhile
+                state = await reread()  # drop what the owners did meanwhile
             for start in range(0, len(queue), FAILOVER_BATCH):
                 if self._stale(member, site, epoch):
                     log.info("member recovered; failover stops", member=member,
@@ -602,14 +646,38 @@ class SchedulerService:
                     delay = self._limiter.reserve(time.monotonic())
                 if delay > 0:
                     await asyncio.sleep(delay)
-                moved += await self._replace_many(state, chunk, member, declared_at, site)
+                moved += await self._replace_many(
+                    state, chunk, member, declared_at, site,
+                    # The live view knows every tenant's workloads (affinity, spread);
+                    # the hit placements alone would not.
+                    snapshot_now=None if thorough else self.live.snapshot)
         self.replaced += moved
         await self._mark_replaced(member, epoch, site)
         return moved
 
+    async def _hit_state(self, member: str, site: str) -> FederationState:
+        """The live view, with the placements of the workloads that hold capacity on
+        `member` (its `site`) read one by one. The ledgers are the capacity truth: every
+        replica is booked before its placement is written and stays booked until it is
+        re-placed, so their holds name every workload the failover must move. Reading
+        by key is a batched direct get, which any replica of the bucket answers: no
+        scan, no consumer, nothing that waits for a leader the dead server held."""
+        live = self.live.state
+        wanted = sorted({
+            workload for entry in list(live.ledgers.values())
+            if entry.value.member == member and (not site or entry.value.site == site)
+            for workload in entry.value.holds})
+        found = await self.placements.get_many(wanted)
+        self.live.snapshot(dt.datetime.now(dt.UTC).date())  # profiles and statuses current
+        return FederationState(
+            profiles=live.profiles, statuses=live.statuses,
+            member_revisions=live.member_revisions, revisions=live.revisions,
+            placements=found, ledgers=live.ledgers)
+
     async def _replace_many(
         self, state: FederationState, keys: list[str], member: str,
         declared_at: dt.datetime | None, site: str = "",
+        snapshot_now: Callable[[dt.date], Snapshot] | None = None,
     ) -> int:
         """Re-place a chunk of `member`'s workloads as `place_many` places a batch: each
         decided on one snapshot with the chunk's earlier moves booked into it, the new
@@ -622,14 +690,20 @@ class SchedulerService:
             if not todo:
                 return moved
             now = dt.datetime.now(dt.UTC)
-            snapshot = state.snapshot(now.date())
+            snapshot = (snapshot_now or state.snapshot)(now.date())
             moves: dict[str, tuple[Entry[PlacementRecord], PlacementRecord, list[Assignment]]]
             moves = {}
+            rivals: list[str] = []
             for key in todo:
                 entry = state.placements.get(key)
                 if entry is None or not hit_by(entry.value, member, site):
                     continue  # gone, or moved meanwhile
                 record = entry.value
+                if moved_by_a_rival((e.value for e in state.ledgers.values()), key,
+                                    record.generation, lost=member, site=site,
+                                    own=self._own_attempts):
+                    rivals.append(key)  # read again once the rival's commit is through
+                    continue
                 decision = decide(
                     record.spec, snapshot, decided_by=self.ctx.member, now=now,
                     cause="failover", cache=self._cache,
@@ -649,11 +723,14 @@ class SchedulerService:
                 Booking(key, new.spec.resources, added, new.generation,
                         tenant=new.spec.tenant)
                 for key, (_, new, added) in moves.items() if added])
+            self._own_attempts[held] = None
+            while len(self._own_attempts) > OWN_ATTEMPTS_KEPT:
+                del self._own_attempts[next(iter(self._own_attempts))]
             go = [key for key in moves if key not in refused]
             written = await asyncio.gather(
                 *(self.placements.update(key, moves[key][1], moves[key][0].revision)
                   for key in go), return_exceptions=True)
-            again = [key for key in moves if key in refused]
+            again = [key for key in moves if key in refused] + rivals
             lost: dict[tuple[str, str], list[str]] = defaultdict(list)
             dropped: dict[tuple[str, str], list[str]] = defaultdict(list)
             done: list[str] = []

@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -46,15 +47,24 @@ from contracts.workload import (  # noqa: E402
     WorkloadSubmitted,
 )
 from mesh import layout  # noqa: E402
-from mesh.bus import Bus  # noqa: E402
+from mesh.bus import Bus, retry_passing  # noqa: E402
 from mesh.keys import load_identity  # noqa: E402
+from mesh.leaders import groups  # noqa: E402
 from mesh.localfed import LocalFederation  # noqa: E402
 from mesh.state import Bucket, bucket  # noqa: E402
 from services.scheduler.replace import achieved_rto_s  # noqa: E402
 
 ROUNDS = int(os.environ.get("STEKKER_BENCH_ROUNDS", "3"))
 WORKLOADS = int(os.environ.get("STEKKER_BENCH_WORKLOADS", "1000"))
-VICTIM = "dommel"
+# STEKKER_BENCH_VICTIM: the member killed. The default, dommel, is not the steward (the
+# first member in roster order, amstel, keeps the JetStream leaders: mesh/leaders.py);
+# STEKKER_BENCH_VICTIM=amstel measures the steward's death, which waits for elections.
+VICTIM = os.environ.get("STEKKER_BENCH_VICTIM", "dommel")
+STEWARD = "amstel"
+STEWARD_SETTLE_S = 30.0
+# STEKKER_BENCH_KEEP_LOGS=DIR copies each round's node and nats-server logs there (to
+# read the timeline of a failover: declaration, leader elections, moves, bindings).
+KEEP_LOGS = os.environ.get("STEKKER_BENCH_KEEP_LOGS", "")
 BOUND_S = 60.0
 # Submitting goes at the scheduler's pace (see docs/placement.md): allow for it.
 SUBMIT_BOUND_S = 1800.0
@@ -81,6 +91,11 @@ def running(record: PlacementRecord) -> bool:
     return bool(record.replicas) and all(r.state == "running" for r in record.replicas)
 
 
+def settled(record: PlacementRecord) -> bool:
+    """Running elsewhere, or known to have nowhere to go."""
+    return running(record) or record.state == "unplaceable"
+
+
 async def _async(value):  # type: ignore[no-untyped-def]
     return value
 
@@ -95,9 +110,12 @@ async def federation(data_dir: Path, *up_args: str) -> AsyncIterator[tuple[Bus, 
     bus = None
     try:
         fed = LocalFederation(data_dir)
-        urls = await poll(lambda: _async(fed.urls()))
+        urls = await poll(lambda: _async(len(fed.urls()) == 3 and fed.urls()))
         identity = await poll(lambda: _async(load_identity(data_dir / "keys", "amstel")))
-        bus = await Bus.connect(urls, identity=identity, service="bench")
+        # The clock reads through a surviving server: a client of the victim's would be
+        # blind for its reconnect after the kill and measure its own outage.
+        watch = [u for u in urls if u != fed.member(VICTIM).url]
+        bus = await Bus.connect(watch, identity=identity, service="bench")
         # The buckets exist once `up` has provisioned the cluster.
         placements = await poll(lambda: bucket(bus, layout.KV_PLACEMENTS, PlacementRecord))
         yield bus, placements
@@ -106,16 +124,31 @@ async def federation(data_dir: Path, *up_args: str) -> AsyncIterator[tuple[Bus, 
             await bus.close()
         up.send_signal(signal.SIGINT)
         await asyncio.wait_for(up.wait(), timeout=BOUND_S)
+        if KEEP_LOGS and (data_dir / "logs").is_dir():
+            shutil.copytree(data_dir / "logs", Path(KEEP_LOGS) / data_dir.parent.name)
+
+
+async def led_by_victim(bus: Bus) -> list[str]:
+    """The replicated groups (streams, buckets, durable consumers) the victim's server
+    leads just before the kill: each waits for an election after it. A federation that
+    just started has its leaders anywhere until the steward's passes (every 10 s) pull
+    them over; a running one has them all on the steward (amstel). Wait, bounded, for
+    that steady state, whoever the victim is: killing the steward is then the worst
+    case (every group elects), killing another member the usual one (none does)."""
+    deadline = time.monotonic() + STEWARD_SETTLE_S
+    while True:
+        leaders = {g.name: g.leader for g in await retry_passing(lambda: groups(bus))}
+        if set(leaders.values()) == {STEWARD} or time.monotonic() >= deadline:
+            return sorted(name for name, leader in leaders.items() if leader == VICTIM)
+        await asyncio.sleep(0.5)
 
 
 async def kill_victim(data_dir: Path) -> tuple[dt.datetime, float]:
+    """SIGKILL the victim's node and NATS server, as `stekker member stop VICTIM --kill`
+    does, but from here: the clock starts at the kill, not a CLI's start-up before it."""
+    fed = LocalFederation(data_dir)
     killed_at, t0 = dt.datetime.now(dt.UTC), time.monotonic()
-    kill = await asyncio.create_subprocess_exec(
-        *stekker(data_dir, "member", "stop", VICTIM, "--kill"), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await kill.wait() != 0:
-        raise RuntimeError("member stop --kill failed")
+    await asyncio.to_thread(fed.stop_member, VICTIM, kill=True)
     return killed_at, t0
 
 
@@ -129,10 +162,12 @@ async def measure_failover(
     progress = {"replaced": 0, "bound": 0, "said_at": t0}
 
     async def moved() -> dict[str, PlacementRecord] | None:
-        records = {e.key: e.value for e in await placements.items()}
+        # Batched direct gets, which any surviving replica answers: a scan would need a
+        # consumer, whose creation can stall on the dead server (and measure that).
+        records = {k: e.value for k, e in (await placements.get_many(hit)).items()}
         away = [records[k] for k in hit
                 if all(a.member != VICTIM for a in records[k].assignments)]
-        progress["replaced"], progress["bound"] = len(away), sum(map(running, away))
+        progress["replaced"], progress["bound"] = len(away), sum(map(settled, away))
         now = time.monotonic()
         if now - progress["said_at"] >= 5.0:
             progress["said_at"] = now
@@ -140,7 +175,7 @@ async def measure_failover(
                   f"{progress['bound']} bound", file=sys.stderr)
         if len(away) == len(hit) and "replaced_s" not in marks:
             marks["replaced_s"] = now - t0
-        if len(away) == len(hit) and all(running(r) for r in away):
+        if len(away) == len(hit) and all(settled(r) for r in away):
             return records
         return None
 
@@ -161,6 +196,9 @@ async def measure_failover(
     rtos = [r for r in (achieved_rto_s(records[k]) for k in hit) if r is not None]
     return {
         "workloads_moved": len(hit),
+        # No surviving member may host these (the demo's rvig-brp-kern, when amstel is
+        # killed): nothing to bind; the record says unplaceable, as it should.
+        "no_successor": sum(1 for k in hit if records[k].state == "unplaceable"),
         "detection_s": round(detection_s, 2),
         "replaced_s": round(marks["replaced_s"], 2),
         "bound_s": round(bound_s, 2),
@@ -186,8 +224,10 @@ async def demo_round(data_dir: Path) -> dict[str, Any]:
 
         before = await poll(settled)
         hit = [k for k, r in before.items() if any(a.member == VICTIM for a in r.assignments)]
+        led = await led_by_victim(bus)
         killed_at, t0 = await kill_victim(data_dir)
-        return await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.05)
+        figures = await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.05)
+        return {**figures, "victim_led": led}
 
 
 def scale_spec(i: int) -> WorkloadSpec:
@@ -222,9 +262,11 @@ async def scale_round(data_dir: Path, n: int) -> dict[str, Any]:
         submit_s = time.monotonic() - t_submit
         hit = sorted(k for k, r in before.items()
                      if any(a.member == VICTIM for a in r.assignments))
+        led = await led_by_victim(bus)
         killed_at, t0 = await kill_victim(data_dir)
         figures = await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.2)
-        return {"workloads": n, "placed_and_running_s": round(submit_s, 1), **figures}
+        return {"workloads": n, "placed_and_running_s": round(submit_s, 1), **figures,
+                "victim_led": led}
 
 
 async def _count_keys(kv: Any, n: int) -> bool:
@@ -243,6 +285,7 @@ def main() -> None:
     out: dict[str, Any] = {
         "benchmark": "failover",
         "what": "kill -9 one member (node + NATS server) of a 3-member `stekker up` federation",
+        "victim": VICTIM,
         "settings": {"heartbeat_s": 1.0, "suspicion_timeout_s": 3.0, "replace_rate_per_s": 500},
         "demo": {
             "rounds": rounds,

@@ -5,13 +5,17 @@ and the replica says how old it was (the achieved RPO)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import nats.errors
+import pytest
 
 from contracts.failover import Evidence, MemberDown
 from contracts.workload import WorkloadSubmitted
 from mesh.runtime import NodeSettings
 from mesh.server import NatsCluster
+from services.agent import backup
 from services.agent.backup import backups_of
 from support import MEMBERS, federation, wait_until
 from support_workloads import agent_of, demo_spec, members_known, placements
@@ -19,9 +23,23 @@ from support_workloads import agent_of, demo_spec, members_known, placements
 SERVICES = ["iam", "registry", "scheduler", "agent"]
 
 
+@pytest.mark.parametrize("store_answers_late", [False, True])
 async def test_a_failed_over_stateful_workload_starts_from_its_newest_backup(
-    nats_server: NatsCluster, tmp_path: Path
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    store_answers_late: bool,
 ) -> None:
+    """`store_answers_late`: the first restore attempts time out, as while JetStream
+    elects the leaders a dead member's server held; the agent waits for the store
+    rather than start the workload without the data it has."""
+    if store_answers_late:
+        real, failures = backup.restore_newest, [nats.errors.TimeoutError()] * 3
+
+        async def late(*args: Any, **kwargs: Any) -> backup.Restored:
+            if failures:
+                raise failures.pop()
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(backup, "restore_newest", late)
     settings = NodeSettings(driver="sim")
     async with federation(nats_server.urls, tmp_path / "fed", services=SERVICES,
                           settings=settings) as fed:

@@ -186,6 +186,33 @@ async def test_member_down_replaces_its_workloads(nats_server: NatsCluster, tmp_
                    if "zuidas" in members(r))
 
 
+async def test_the_prompt_failover_finds_every_hit_workload_from_the_live_view(
+    nats_server: NatsCluster, tmp_path: Path
+):
+    """The live copy of a declaration does not scan the placements: the ledgers' holds
+    name the workloads on the lost member, read back by batched direct gets. It must move
+    exactly what a full scan finds."""
+    async with federation(nats_server.urls, tmp_path / "fed", services=PLACING) as fed:
+        bus = await fed.bus("amstel")
+        before = await submit_demo(bus)
+        hit = {k for k, r in before.items() if "dommel" in members(r)}
+        assert len(hit) >= 3
+        amstel = next(s for s in schedulers(fed) if s.ctx.member == "amstel")
+        found = await amstel._hit_state("dommel", "")
+        assert {k for k, e in found.placements.items() if "dommel" in members(e.value)} == hit
+
+        moved = await amstel.fail_over("dommel", thorough=False)
+        assert moved == len(hit)
+        after = {e.key: e.value for e in await (await placements(bus)).items()}
+        for key in hit:
+            assert "dommel" not in members(after[key])
+            assert after[key].generation == before[key].generation + 1
+        assert all(after[k].generation == before[k].generation for k in before if k not in hit)
+        # Done already: a second prompt copy (or the durable one) moves nothing.
+        assert await amstel.fail_over("dommel", thorough=False) == 0
+        assert await amstel.fail_over("dommel", thorough=True) == 0
+
+
 async def test_recovery_fills_missing_replicas_and_moves_nothing_back(
     nats_server: NatsCluster, tmp_path: Path
 ):
