@@ -179,21 +179,50 @@ def driver_option() -> Any:
     )
 
 
+# The failover knobs of `up` and `node` (docs/continuity.md). Each may also be set in
+# the member's config file, `[node.failover]`; a flag given overrides the file, and
+# without either the default below holds (`mesh.runtime.NodeSettings`).
+# (`\\[`: help text is rich markup, where a bare [...] would vanish as a tag.)
+FROM_FILE = "; else \\[node.failover] {key} in the member's config file, else {default}"
+
+
 def heartbeat_option() -> Any:
-    """`--heartbeat` of `up` and `node` (failover; docs/continuity.md)."""
-    return typer.Option(1.0, "--heartbeat", min=0.05,
-                        help="Heartbeat interval of the member's agent, s.")
+    return typer.Option(None, "--heartbeat", min=0.05, show_default=False,
+                        help="Heartbeat interval of the member's agent, s"
+                        + FROM_FILE.format(key="heartbeat", default="1") + ".")
 
 
 def suspicion_option() -> Any:
-    return typer.Option(3.0, "--suspicion", min=0.1,
-                        help="Silence after which an observer suspects a member, s.")
+    return typer.Option(None, "--suspicion", min=0.1, show_default=False,
+                        help="Silence after which an observer suspects a member, s"
+                        + FROM_FILE.format(key="suspicion", default="3") + ".")
+
+
+def recovery_beats_option() -> Any:
+    return typer.Option(None, "--recovery-beats", min=1, show_default=False,
+                        help="Beats in a row before a member declared down counts as "
+                        "recovered" + FROM_FILE.format(key="recovery_beats", default="3")
+                        + ".")
+
+
+def recovery_steady_option() -> Any:
+    return typer.Option(None, "--recovery-steady", min=0.0, show_default=False,
+                        help="... and spread over at least this many seconds"
+                        + FROM_FILE.format(key="recovery_steady", default="2") + ".")
+
+
+def flap_guard_option() -> Any:
+    return typer.Option(None, "--flap-guard", min=0.0, show_default=False,
+                        help="Seconds after a recovery during which a member is suspected "
+                        "only after 3x the suspicion timeout, 0: off"
+                        + FROM_FILE.format(key="flap_guard", default="60") + ".")
 
 
 def replace_rate_option() -> Any:
-    return typer.Option(500.0, "--replace-rate", min=0.01,
+    return typer.Option(None, "--replace-rate", min=0.01, show_default=False,
                         help="Failover disruption budget: re-placements per second by "
-                        "each scheduler.")
+                        "each scheduler" + FROM_FILE.format(key="replace_rate", default="500")
+                        + ".")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
