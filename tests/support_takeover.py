@@ -16,6 +16,8 @@ from mesh.bus import Bus
 from mesh.envelope import Envelope, new_msg_id, seal
 from mesh.keys import Identity
 from mesh.state import Bucket, bucket
+from services.audit.replay import Auditor
+from services.audit.report import AuditReport
 from services.takeover.saga import merged_steps
 from services.takeover.service import TakeoverService
 from support import Federation, wait_until
@@ -79,6 +81,15 @@ async def timeline(bus: Bus, saga: str) -> list[dict[str, object]]:
     progress = await bucket(bus, layout.KV_SAGAS, SagaProgress)
     return merged_steps(record, [e.value for e in
                                  await progress.items(layout.progress_keys(saga))])
+
+
+async def audit(bus: Bus) -> AuditReport:
+    """What `stekker audit verify` finds: FED replayed, every signature against the roster
+    of its time, every placement decision re-checked."""
+    auditor = Auditor()
+    async for message in bus.read_stream(layout.FED, start_seq=1):
+        auditor.feed(message)
+    return auditor.finish()
 
 
 class Recorder:

@@ -186,43 +186,41 @@ def driver_option() -> Any:
 FROM_FILE = "; else \\[node.failover] {key} in the member's config file, else {default}"
 
 
+def _knob_option(flag: str, minimum: float, text: str, default: str) -> Any:
+    key = flag.removeprefix("--").replace("-", "_")
+    return typer.Option(None, flag, min=minimum, show_default=False,
+                        help=text + FROM_FILE.format(key=key, default=default) + ".")
+
+
 def heartbeat_option() -> Any:
-    return typer.Option(None, "--heartbeat", min=0.05, show_default=False,
-                        help="Heartbeat interval of the member's agent, s"
-                        + FROM_FILE.format(key="heartbeat", default="1") + ".")
+    return _knob_option("--heartbeat", 0.05, "Heartbeat interval of the member's agent, s",
+                        "1")
 
 
 def suspicion_option() -> Any:
-    return typer.Option(None, "--suspicion", min=0.1, show_default=False,
-                        help="Silence after which an observer suspects a member, s"
-                        + FROM_FILE.format(key="suspicion", default="3") + ".")
+    return _knob_option("--suspicion", 0.1,
+                        "Silence after which an observer suspects a member, s", "3")
 
 
 def recovery_beats_option() -> Any:
-    return typer.Option(None, "--recovery-beats", min=1, show_default=False,
-                        help="Beats in a row before a member declared down counts as "
-                        "recovered" + FROM_FILE.format(key="recovery_beats", default="3")
-                        + ".")
+    return _knob_option("--recovery-beats", 1, "Beats in a row before a member declared "
+                        "down counts as recovered", "3")
 
 
 def recovery_steady_option() -> Any:
-    return typer.Option(None, "--recovery-steady", min=0.0, show_default=False,
-                        help="... and spread over at least this many seconds"
-                        + FROM_FILE.format(key="recovery_steady", default="2") + ".")
+    return _knob_option("--recovery-steady", 0.0,
+                        "... and spread over at least this many seconds", "2")
 
 
 def flap_guard_option() -> Any:
-    return typer.Option(None, "--flap-guard", min=0.0, show_default=False,
-                        help="Seconds after a recovery during which a member is suspected "
-                        "only after 3x the suspicion timeout, 0: off"
-                        + FROM_FILE.format(key="flap_guard", default="60") + ".")
+    return _knob_option("--flap-guard", 0.0, "Seconds after a recovery during which a "
+                        "member is suspected only after 3x the suspicion timeout, 0: off",
+                        "60")
 
 
 def replace_rate_option() -> Any:
-    return typer.Option(None, "--replace-rate", min=0.01, show_default=False,
-                        help="Failover disruption budget: re-placements per second by "
-                        "each scheduler" + FROM_FILE.format(key="replace_rate", default="500")
-                        + ".")
+    return _knob_option("--replace-rate", 0.01, "Failover disruption budget: "
+                        "re-placements per second by each scheduler", "500")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

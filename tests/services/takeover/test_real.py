@@ -29,6 +29,7 @@ from support_takeover import (
     DRILLING,
     FINISHED,
     WORKLOAD,
+    audit,
     data_on,
     declare,
     declare_and_join,
@@ -83,6 +84,8 @@ async def test_acquisition_moves_the_data_cuts_over_and_suspends_the_source(
         assert roster is not None and roster.body.version == 2
         assert {m.id: m.state for m in roster.body.members}["dommel"] == "suspended"
         assert "dommel" not in takeover_of(fed, "amstel").ctx.trust.member_ids()
+        report = await audit(bus)  # `stekker audit verify` across the suspension
+        assert report.ok, report.to_dict()
 
         # Its approval of a later plan is refused at the bus and reported (invariant 4).
         events = await record_events(bus, ["fed.v1.security.>"])

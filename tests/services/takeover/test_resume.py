@@ -26,6 +26,7 @@ from support_takeover import (
     DRILLING,
     FINISHED,
     WORKLOAD,
+    audit,
     data_on,
     declare_and_join,
     place,
@@ -104,3 +105,7 @@ async def test_the_saga_resumes_after_its_coordinator_stops(
         assert list(holding) == [successor_site]
         assert holding[successor_site].attempt == takeover_attempt(saga)
         assert holding[successor_site].amount == entry.value.spec.resources
+        # And the federation's record holds up (`stekker audit verify`).
+        report = await audit(bus)
+        assert report.ok, report.to_dict()
+        assert report.decisions >= 2  # the first placement and the cut-over
