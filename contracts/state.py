@@ -133,6 +133,17 @@ class SagaRecord(msgspec.Struct, kw_only=True):
     consents: list[str] = []
 
 
+class SagaProgress(msgspec.Struct, kw_only=True):
+    """`fed_sagas/<saga>.<workload>`: one workload's steps in a takeover saga (export or
+    restore, shadow start, cut-over, verify, release), each outcome recorded once by
+    CAS on this small record, so a step costs the same in a saga of ten workloads as in
+    one of a thousand. The saga record keeps the plan, the approvals and the phase."""
+
+    saga: str
+    workload: str
+    steps: list[dict[str, object]] = []
+
+
 class Hold(msgspec.Struct, kw_only=True):
     """One workload's reservation at a site: what it books, for which placement
     generation, taken by which commit attempt (so a losing attempt frees only its own)."""

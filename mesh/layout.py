@@ -22,6 +22,21 @@ KV_SAGAS = "fed_sagas"
 KV_RESERVATIONS = "fed_reservations"
 OBJ_DATA = "fed_data"
 
+# `fed_sagas` holds two kinds of keys: `<saga>` (the `SagaRecord`: plan, approvals,
+# phase, lease) and `<saga>.<workload>` (`SagaProgress`: that workload's steps), so a
+# step of one workload rewrites only its own small record. Saga ids and workload ids
+# have no dots; `SAGA_KEYS` (one token) reads the saga records alone.
+SAGA_KEYS = "*"
+
+
+def progress_key(saga: str, workload: str) -> str:
+    return f"{saga}.{workload}"
+
+
+def progress_keys(saga: str) -> str:
+    """The key filter of one saga's per-workload records."""
+    return f"{saga}.*"
+
 DAY = 24 * 3600.0
 
 
@@ -62,7 +77,8 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(KV_CAPACITY, "Total and used capacity per member."),
     BucketSpec(KV_PLACEMENTS, "One key per workload: its placement; CAS guards it.", history=8),
     BucketSpec(KV_DECISIONS, "Member-down declarations and leases; CAS guards them.", history=8),
-    BucketSpec(KV_SAGAS, "Takeover sagas, step by step.", history=16),
+    BucketSpec(KV_SAGAS, "Takeover sagas (<saga>) and their workloads' steps "
+               "(<saga>.<workload>).", history=16),
     BucketSpec(KV_RESERVATIONS, "Capacity reserved per site (<member>.<site>); CAS guards it.",
                history=8),
 )

@@ -1,4 +1,5 @@
-"""Loading human-written files: workload specs (YAML or TOML) and member profiles (TOML).
+"""Loading human-written files: workload specs (YAML or TOML) and member profiles (TOML),
+with the node's failover knobs (`[node.failover]` of the same file).
 
 People edit these files by hand, so every error names the file, the 1-based line and
 the field: ``workload.yaml:7: field requirements.min_seal: Expected `int` <= 4``.
@@ -17,11 +18,12 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import msgspec.inspect as mi
 import yaml
+from msgspec import UNSET, UnsetType
 
 from contracts.registry import SOV_OBJECTIVES, MemberProfile
 from contracts.workload import WorkloadSpec
@@ -61,6 +63,49 @@ def load_member_profile(path: Path) -> MemberProfile:
     profile = _convert(path, parsed, MemberProfile)
     _check_profile(path, parsed, profile)
     return profile
+
+
+class FailoverKnobs(msgspec.Struct, kw_only=True, frozen=True):
+    """`[node.failover]` of a member's config file: the failover knobs of its node (see
+    docs/continuity.md). Each one left out falls back to its command-line default; a
+    command-line flag given overrides the file. Limits as the flags'."""
+
+    def given(self) -> dict[str, float | int]:
+        """The knobs the file sets, by name."""
+        return {f: v for f in self.__struct_fields__
+                if not isinstance(v := getattr(self, f), UnsetType)}
+
+    heartbeat: Annotated[float, msgspec.Meta(ge=0.05)] | UnsetType = UNSET  # s, --heartbeat
+    suspicion: Annotated[float, msgspec.Meta(ge=0.1)] | UnsetType = UNSET  # s, --suspicion
+    recovery_beats: Annotated[int, msgspec.Meta(ge=1)] | UnsetType = UNSET  # --recovery-beats
+    recovery_steady: Annotated[float, msgspec.Meta(ge=0.0)] | UnsetType = UNSET  # s
+    flap_guard: Annotated[float, msgspec.Meta(ge=0.0)] | UnsetType = UNSET  # s, 0: off
+    replace_rate: Annotated[float, msgspec.Meta(ge=0.01)] | UnsetType = UNSET  # per s
+
+
+class _Failover(msgspec.Struct, frozen=True):
+    failover: FailoverKnobs = FailoverKnobs()
+
+
+class _Node(msgspec.Struct):
+    node: _Failover = _Failover()
+
+
+def load_failover_knobs(path: Path) -> FailoverKnobs:
+    """The `[node.failover]` table of a member's config file (TOML); empty when absent.
+    Other keys of `[node]` are left to their own readers."""
+    path = Path(path)
+    parsed = _parse(path)
+    node = parsed.data.get("node") if isinstance(parsed.data, dict) else None
+    if node is None:
+        return FailoverKnobs()
+    if not isinstance(node, dict):
+        raise _fail(path, parsed, ("node",), "a table expected")
+    if "failover" not in node:
+        return FailoverKnobs()
+    only = _Parsed(data={"node": {"failover": node["failover"]}}, lines=parsed.lines,
+                   notes=parsed.notes)
+    return _convert(path, only, _Node).node.failover
 
 
 # -- reading and parsing -----------------------------------------------------------------

@@ -125,28 +125,33 @@ class Bucket(Generic[T]):
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.kv.delete(key)
 
-    async def keys(self) -> list[str]:
-        return [entry.key for entry in await self.items()]
+    async def keys(self, keys: str = ">") -> list[str]:
+        return [entry.key for entry in await self.items(keys)]
 
-    async def _stored_keys(self) -> set[str]:
-        """Every key the bucket's stream holds a message for (live or deleted)."""
+    async def _stored_keys(self, keys: str = ">") -> set[str]:
+        """Every key matching `keys` the bucket's stream holds a message for (live or
+        deleted)."""
         prefix = f"$KV.{self.name}."
-        info = await self.kv._js.stream_info(self.kv._stream, subjects_filter=f"{prefix}>")
+        info = await self.kv._js.stream_info(self.kv._stream,
+                                             subjects_filter=f"{prefix}{keys}")
         return {subject[len(prefix):] for subject in (info.state.subjects or {})}
 
-    async def items(self) -> list[Entry[T]]:
-        return await _read(self._items)
+    async def items(self, keys: str = ">") -> list[Entry[T]]:
+        """Every live entry whose key matches `keys`, a NATS subject filter over the keys
+        (`*` one token, `>` the rest): `"*"` reads only keys without a dot, `"s1.*"` the
+        keys under `s1.`."""
+        return await _read(lambda: self._items(keys))
 
-    async def _items(self) -> list[Entry[T]]:
+    async def _items(self, keys: str = ">") -> list[Entry[T]]:
         """Every live entry, read through a watcher (one round trip for all keys).
 
         nats-py's watcher sometimes signals the end of the initial values too early on a
         cluster (about 1 read in 100 came back empty), so the keys it missed, as the
         stream itself lists them, are read one by one.
         """
-        expected = await self._stored_keys()
+        expected = await self._stored_keys(keys)
         seen: dict[str, Entry[T] | None] = {}
-        watcher = await self.kv.watchall()
+        watcher = await self.kv.watch(keys)
         try:
             async for entry in watcher:
                 if entry is None:  # end of the initial values (or so it says)
@@ -189,15 +194,16 @@ class Bucket(Generic[T]):
 
     async def watch(
         self, callback: Callable[[Entry[T] | None, str], Awaitable[None]],
-        *, on_ready: Callable[[], None] | None = None,
+        *, on_ready: Callable[[], None] | None = None, keys: str = ">",
     ) -> asyncio.Task[None]:
         """Call back on every entry (the initial values, then changes) until cancelled.
 
         The callback gets (entry, key); entry is None when the key was deleted.
         `on_ready` is called once the watcher says the initial values are through (on a
-        cluster it may say so early: later entries still arrive, see `_items`).
+        cluster it may say so early: later entries still arrive, see `_items`). `keys`
+        filters the keys as in `items`.
         """
-        watcher = await self.kv.watchall()
+        watcher = await self.kv.watch(keys)
 
         async def _run() -> None:
             try:

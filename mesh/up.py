@@ -52,7 +52,7 @@ from mesh.live import EventFeed, Gatherer, LineLog, render
 from mesh.localfed import AUTH_DIR, LocalFederation, find_data_dir
 from mesh.runtime import health_subject
 from mesh.server import is_ready, log_tail
-from mesh.specfile import load_member_profile, load_workload
+from mesh.specfile import load_failover_knobs, load_member_profile, load_workload
 from mesh.state import bucket
 
 __all__ = [
@@ -110,11 +110,16 @@ class UpOptions:
 
 
 def load_profiles(members_dir: Path) -> list[tuple[Path, MemberProfile]]:
-    """Every `*.toml` profile in `members_dir` (absolute paths), sorted by member id."""
+    """Every `*.toml` profile in `members_dir` (absolute paths), sorted by member id.
+    Each file's `[node.failover]` is checked too, so a bad knob stops `up` before any
+    process starts (each node reads it again from the same file)."""
     members_dir = Path(members_dir).absolute()
     if not members_dir.is_dir():
         raise ConfigError(f"{members_dir}: no such folder of member profiles")
-    found = [(path, load_member_profile(path)) for path in sorted(members_dir.glob("*.toml"))]
+    paths = sorted(members_dir.glob("*.toml"))
+    found = [(path, load_member_profile(path)) for path in paths]
+    for path in paths:
+        load_failover_knobs(path)
     if not found:
         raise ConfigError(f"{members_dir}: no member profiles (*.toml)")
     seen: dict[str, Path] = {}

@@ -8,7 +8,7 @@ import msgspec
 
 from contracts.base import Event
 from contracts.security import SecurityViolation
-from contracts.state import PlacementRecord, SagaRecord
+from contracts.state import PlacementRecord, SagaProgress, SagaRecord
 from contracts.takeover import TakeoverRequested
 from contracts.workload import WorkloadSubmitted
 from mesh import layout
@@ -16,6 +16,9 @@ from mesh.bus import Bus
 from mesh.envelope import Envelope, new_msg_id, seal
 from mesh.keys import Identity
 from mesh.state import Bucket, bucket
+from services.audit.replay import Auditor
+from services.audit.report import AuditReport
+from services.takeover.saga import merged_steps
 from services.takeover.service import TakeoverService
 from support import Federation, wait_until
 from support_workloads import demo_spec, members_known, placements, service_of
@@ -70,6 +73,23 @@ async def saga_in(bus: Bus, saga: str, states: Iterable[str], timeout: float = 2
     record: SagaRecord = await wait_until(probe, timeout=timeout,
                                           what=f"saga {saga} in {wanted}")
     return record
+
+
+async def timeline(bus: Bus, saga: str) -> list[dict[str, object]]:
+    """Every step of the saga: its record's own and each workload's progress record's."""
+    record = (await saga_in(bus, saga, ("planning", "approving", "running", *FINISHED)))
+    progress = await bucket(bus, layout.KV_SAGAS, SagaProgress)
+    return merged_steps(record, [e.value for e in
+                                 await progress.items(layout.progress_keys(saga))])
+
+
+async def audit(bus: Bus) -> AuditReport:
+    """What `stekker audit verify` finds: FED replayed, every signature against the roster
+    of its time, every placement decision re-checked."""
+    auditor = Auditor()
+    async for message in bus.read_stream(layout.FED, start_seq=1):
+        auditor.feed(message)
+    return auditor.finish()
 
 
 class Recorder:

@@ -179,21 +179,48 @@ def driver_option() -> Any:
     )
 
 
+# The failover knobs of `up` and `node` (docs/continuity.md). Each may also be set in
+# the member's config file, `[node.failover]`; a flag given overrides the file, and
+# without either the default below holds (`mesh.runtime.NodeSettings`).
+# (`\\[`: help text is rich markup, where a bare [...] would vanish as a tag.)
+FROM_FILE = "; else \\[node.failover] {key} in the member's config file, else {default}"
+
+
+def _knob_option(flag: str, minimum: float, text: str, default: str) -> Any:
+    key = flag.removeprefix("--").replace("-", "_")
+    return typer.Option(None, flag, min=minimum, show_default=False,
+                        help=text + FROM_FILE.format(key=key, default=default) + ".")
+
+
 def heartbeat_option() -> Any:
-    """`--heartbeat` of `up` and `node` (failover; docs/continuity.md)."""
-    return typer.Option(1.0, "--heartbeat", min=0.05,
-                        help="Heartbeat interval of the member's agent, s.")
+    return _knob_option("--heartbeat", 0.05, "Heartbeat interval of the member's agent, s",
+                        "1")
 
 
 def suspicion_option() -> Any:
-    return typer.Option(3.0, "--suspicion", min=0.1,
-                        help="Silence after which an observer suspects a member, s.")
+    return _knob_option("--suspicion", 0.1,
+                        "Silence after which an observer suspects a member, s", "3")
+
+
+def recovery_beats_option() -> Any:
+    return _knob_option("--recovery-beats", 1, "Beats in a row before a member declared "
+                        "down counts as recovered", "3")
+
+
+def recovery_steady_option() -> Any:
+    return _knob_option("--recovery-steady", 0.0,
+                        "... and spread over at least this many seconds", "2")
+
+
+def flap_guard_option() -> Any:
+    return _knob_option("--flap-guard", 0.0, "Seconds after a recovery during which a "
+                        "member is suspected only after 3x the suspicion timeout, 0: off",
+                        "60")
 
 
 def replace_rate_option() -> Any:
-    return typer.Option(500.0, "--replace-rate", min=0.01,
-                        help="Failover disruption budget: re-placements per second by "
-                        "each scheduler.")
+    return _knob_option("--replace-rate", 0.01, "Failover disruption budget: "
+                        "re-placements per second by each scheduler", "500")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

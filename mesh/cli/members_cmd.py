@@ -105,7 +105,7 @@ async def _get(kv: Bucket[Any], key: str) -> Any:
 async def _frozen_members(bus: Bus) -> set[str]:
     sagas: Bucket[SagaRecord] = await bucket(bus, layout.KV_SAGAS, SagaRecord)
     frozen: set[str] = set()
-    for key in await sagas.keys():
+    for key in await sagas.keys(layout.SAGA_KEYS):
         saga = await _get(sagas, key)
         # A drill never touches its source; only a real takeover freezes the member.
         if saga is not None and saga.state == "running" and not saga.drill:

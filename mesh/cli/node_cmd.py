@@ -1,9 +1,14 @@
-"""`stekker node` and `stekker service`: run a member's services."""
+"""`stekker node` and `stekker service`: run a member's services.
+
+The failover knobs come from the command line, else from `[node.failover]` of the
+member's config file (`--config`), else from `NodeSettings`' defaults.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
@@ -14,10 +19,36 @@ from mesh.errors import ConfigError, MeshError
 from mesh.keys import load_or_create_identity
 from mesh.runtime import Node, NodeContext, NodeSettings, configure, run_until_signalled
 from mesh.services import SERVICES, make_services
-from mesh.specfile import load_member_profile
+from mesh.specfile import FailoverKnobs, load_failover_knobs, load_member_profile
 from mesh.trust import TrustStore
 
 DEMO_MEMBERS = Path("deploy/demo/members")
+
+# `[node.failover]` knob (and flag, with dashes) → `NodeSettings` field.
+KNOBS = {
+    "heartbeat": "heartbeat_interval_s",
+    "suspicion": "suspicion_timeout_s",
+    "recovery_beats": "recovery_beats",
+    "recovery_steady": "recovery_steady_s",
+    "flap_guard": "flap_guard_s",
+    "replace_rate": "replace_rate_per_s",
+}
+
+
+def failover_settings(
+    knobs: FailoverKnobs, flags: Mapping[str, float | int | None]
+) -> dict[str, float | int]:
+    """`NodeSettings` fields for the failover knobs: a flag given (not None) wins over
+    the config file, the file over the default (a field left out)."""
+    given = {**knobs.given(), **{k: v for k, v in flags.items() if v is not None}}
+    return {KNOBS[k]: v for k, v in given.items()}
+
+
+def _knobs(member: str, config: Path | None) -> FailoverKnobs:
+    try:
+        return load_failover_knobs(_profile_path(member, config))
+    except MeshError as exc:
+        common.fail(str(exc))
 
 
 def _profile_path(member: str, config: Path | None) -> Path:
@@ -56,19 +87,12 @@ def register(app: typer.Typer) -> None:
             None, "--config", help="Member profile (TOML); default: data folder or demo."
         ),
         driver: str = common.driver_option(),
-        heartbeat: float = common.heartbeat_option(),
-        suspicion: float = common.suspicion_option(),
-        recovery_beats: int = typer.Option(
-            3, "--recovery-beats", min=1,
-            help="Beats in a row before a member declared down counts as recovered."),
-        recovery_steady: float = typer.Option(
-            2.0, "--recovery-steady", min=0.0,
-            help="... and spread over at least this many seconds."),
-        flap_guard: float = typer.Option(
-            60.0, "--flap-guard", min=0.0,
-            help="Seconds after a recovery during which a member is suspected only after "
-            "3x the suspicion timeout (0: off)."),
-        replace_rate: float = common.replace_rate_option(),
+        heartbeat: float | None = common.heartbeat_option(),
+        suspicion: float | None = common.suspicion_option(),
+        recovery_beats: int | None = common.recovery_beats_option(),
+        recovery_steady: float | None = common.recovery_steady_option(),
+        flap_guard: float | None = common.flap_guard_option(),
+        replace_rate: float | None = common.replace_rate_option(),
         replicas: int = typer.Option(1, "--replicas", help="Replicas for new streams (≤3)."),
         services: str | None = typer.Option(
             None, "--services", help=f"Comma-separated subset of: {', '.join(SERVICES)}."
@@ -79,14 +103,18 @@ def register(app: typer.Typer) -> None:
             "(tenant/operator to submit, operator for takeovers) of the publishing member.",
         ),
     ) -> None:
-        """Run all (or some) of a member's services in one process until SIGTERM/SIGINT."""
+        """Run all (or some) of a member's services in one process until SIGTERM/SIGINT.
+
+        The failover knobs may also be set in the member's config file, \\[node.failover]
+        (heartbeat, suspicion, recovery_beats, recovery_steady, flap_guard,
+        replace_rate); a flag given here overrides the file."""
         configure(f"node-{member}")
-        settings = NodeSettings(heartbeat_interval_s=heartbeat, suspicion_timeout_s=suspicion,
-                                recovery_beats=recovery_beats,
-                                recovery_steady_s=recovery_steady, flap_guard_s=flap_guard,
-                                replace_rate_per_s=replace_rate,
-                                driver=driver, replicas=replicas,
-                                require_tokens=require_tokens)
+        failover = failover_settings(_knobs(member, config), {
+            "heartbeat": heartbeat, "suspicion": suspicion, "recovery_beats": recovery_beats,
+            "recovery_steady": recovery_steady, "flap_guard": flap_guard,
+            "replace_rate": replace_rate})
+        settings = NodeSettings(driver=driver, replicas=replicas,
+                                require_tokens=require_tokens, **failover)  # type: ignore[arg-type]
         names = [s.strip() for s in services.split(",")] if services else None
         try:
             asyncio.run(_run(member, config, names, settings))
@@ -106,9 +134,12 @@ def register(app: typer.Typer) -> None:
             help="Refuse submissions and takeover requests without a valid Fed-Token.",
         ),
     ) -> None:
-        """Run one service of a member as its own process (iam comes along for trust)."""
+        """Run one service of a member as its own process (iam comes along for trust).
+        The failover knobs come from [node.failover] of the member's config file."""
         configure(f"{name}-{member}")
-        settings = NodeSettings(driver=driver, require_tokens=require_tokens)
+        failover = failover_settings(_knobs(member, config), {})
+        settings = NodeSettings(driver=driver, require_tokens=require_tokens,
+                                **failover)  # type: ignore[arg-type]
         try:
             asyncio.run(_run(member, config, [name], settings))
         except MeshError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from contracts.state import SagaRecord
+from contracts.state import SagaProgress, SagaRecord
 from contracts.takeover import TakeoverRequested
 from mesh import layout
 from mesh.cli import common
@@ -35,6 +35,7 @@ from mesh.cli.saga_follow import (
 from mesh.envelope import new_msg_id
 from mesh.errors import ConfigError
 from mesh.state import Bucket, bucket
+from services.takeover.saga import with_progress
 
 EXIT_PASSED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 REASONS = ("acquisition", "calamity")
@@ -54,7 +55,7 @@ async def _declare(member: str, reason: str, timeout_s: float, echo: bool) -> Ou
         if not bus.trust.is_member(member):
             raise ConfigError(f"--member: {member} is not a member of the roster in force")
         sagas: Bucket[SagaRecord] = await bucket(bus, layout.KV_SAGAS, SagaRecord)
-        joining = running_saga([e.value for e in await sagas.items()], member)
+        joining = running_saga([e.value for e in await sagas.items(layout.SAGA_KEYS)], member)
         saga = joining.saga if joining is not None else new_msg_id()
         events = await start_following(bus, member, saga)
         await bus.publish(TakeoverRequested(saga=saga, member=member,
@@ -81,9 +82,12 @@ def _status_rows(records: list[SagaRecord]) -> list[list[Any]]:
 
 
 def _progress(record: SagaRecord) -> list[list[Any]]:
+    by_workload: dict[str, list[dict[str, object]]] = {}
+    for e in record.steps:
+        by_workload.setdefault(str(e.get("workload")), []).append(e)
     rows = []
     for item in record.plan:
-        steps = [e for e in record.steps if e.get("workload") == item.workload]
+        steps = by_workload.get(item.workload, [])
         last = steps[-1] if steps else None
         rows.append([item.workload, item.successor or "-",
                      f"{last.get('step')} {last.get('status')}" if last else "waiting",
@@ -96,11 +100,14 @@ async def _status(saga: str | None) -> list[SagaRecord]:
     try:
         sagas: Bucket[SagaRecord] = await bucket(bus, layout.KV_SAGAS, SagaRecord)
         if saga is None:
-            return [e.value for e in await sagas.items()]
+            return [e.value for e in await sagas.items(layout.SAGA_KEYS)]
         entry = await sagas.get(saga)
         if entry is None:
             raise ConfigError(f"SAGA: no takeover saga {saga!r}")
-        return [entry.value]
+        # Each workload's steps are kept under the saga's key; shown as one timeline.
+        progress = await bucket(bus, layout.KV_SAGAS, SagaProgress)
+        return [with_progress(entry.value,
+                              [e.value for e in await progress.items(layout.progress_keys(saga))])]
     finally:
         await bus.close()
 

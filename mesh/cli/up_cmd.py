@@ -179,9 +179,9 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(
             60.0, "--timeout", help="Seconds to wait for servers and for nodes to be ready."
         ),
-        heartbeat: float = common.heartbeat_option(),
-        suspicion: float = common.suspicion_option(),
-        replace_rate: float = common.replace_rate_option(),
+        heartbeat: float | None = common.heartbeat_option(),
+        suspicion: float | None = common.suspicion_option(),
+        replace_rate: float | None = common.replace_rate_option(),
         found_only: bool = typer.Option(
             False, "--found-only",
             help="Only write the members' keys and the genesis roster into the data "
@@ -215,8 +215,11 @@ def register(app: typer.Typer) -> None:
             workloads=not no_workloads,
             live=False if no_live else None,
             services=names,
-            node_args=["--heartbeat", str(heartbeat), "--suspicion", str(suspicion),
-                       "--replace-rate", str(replace_rate)],
+            # Only the knobs given: the others come from each member's config file.
+            node_args=[arg for flag, value in (("--heartbeat", heartbeat),
+                                               ("--suspicion", suspicion),
+                                               ("--replace-rate", replace_rate))
+                       if value is not None for arg in (flag, str(value))],
             ready_timeout_s=timeout,
             found_only=found_only,
             secure=secure,

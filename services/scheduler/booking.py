@@ -107,9 +107,12 @@ async def _refresh(ledgers: Bucket[SiteLedger], state: FederationState, key: str
 async def book(
     ledgers: Bucket[SiteLedger], state: FederationState, *, workload: str,
     amount: Resources, sites: Sequence[Assignment], generation: int, tenant: str = "",
+    attempt: str | None = None,
 ) -> str:
-    """Reserve `amount` for `workload` at every site; returns this attempt's id."""
-    attempt = uuid.uuid4().hex
+    """Reserve `amount` for `workload` at every site; returns this attempt's id. A given
+    `attempt` (a takeover's, which reserved at its plan) makes a hold it took already a
+    repeat that changes nothing."""
+    attempt = attempt or uuid.uuid4().hex
     taken: list[Assignment] = []
     for a in sorted(sites, key=lambda a: ledger_key(a.member, a.site)):
         key = ledger_key(a.member, a.site)
@@ -175,11 +178,14 @@ async def _write_site(
 
 async def book_many(
     ledgers: Bucket[SiteLedger], state: FederationState, bookings: Sequence[Booking],
+    *, attempt: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Book every request's sites, one write per site; returns (attempt id, refused),
     refused mapping workload → reason. A workload is booked only where every one of its
-    sites took it: a refused workload's holds at the other sites are freed again."""
-    attempt = uuid.uuid4().hex
+    sites took it: a refused workload's holds at the other sites are freed again. With a
+    given `attempt` (a takeover's own, the same on every try), booking again what that
+    attempt holds already is a repeat: nothing is reserved twice."""
+    attempt = attempt or uuid.uuid4().hex
     now = dt.datetime.now(dt.UTC)
     by_site: dict[tuple[str, str], list[Booking]] = defaultdict(list)
     for b in bookings:

@@ -32,6 +32,13 @@ def ledger_key(member: str, site: str) -> str:
     return f"{member}.{site}"
 
 
+def takeover_attempt(saga: str) -> str:
+    """The attempt id of every hold a takeover saga takes for its successors: the same
+    for every try and every coordinator of the saga, so a repeat reserves nothing twice,
+    and the janitor knows which saga accounts for a hold."""
+    return f"takeover:{saga}"
+
+
 def total(holds: Iterable[Hold]) -> Resources:
     out = ZERO
     for hold in holds:

@@ -102,7 +102,9 @@ class LiveState:
         self._pending = {name for name, _, _ in watches}
         for name, record, apply in watches:
             kv = await bucket(self.bus, name, record)
-            self._tasks.append(await kv.watch(self._applier(apply),
+            # fed_sagas: the saga records only, not their workloads' progress records.
+            keys = layout.SAGA_KEYS if name == layout.KV_SAGAS else ">"
+            self._tasks.append(await kv.watch(self._applier(apply), keys=keys,
                                               on_ready=self._ready_callback(name)))
         # The watcher's end-of-initial-values marker can come early on a cluster; the
         # members' profiles decide what is feasible at all, so they are also read whole.

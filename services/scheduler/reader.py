@@ -120,9 +120,9 @@ class FederationState:
         )
 
 
-async def _raw_items(bus: Any, name: str) -> list[Entry[msgspec.Raw]]:
+async def _raw_items(bus: Any, name: str, keys: str = ">") -> list[Entry[msgspec.Raw]]:
     raw = await bucket(bus, name, msgspec.Raw)
-    return await raw.items()
+    return await raw.items(keys)
 
 
 def _decode(entry: Entry[msgspec.Raw], record: type[Any], bucket_name: str) -> Any | None:
@@ -163,7 +163,7 @@ async def read_state(bus: Any) -> FederationState:
                 revisions[f"decisions/{raw.key}"] = raw.revision
 
     sagas: list[SagaRecord] = []
-    for raw in await _raw_items(bus, layout.KV_SAGAS):
+    for raw in await _raw_items(bus, layout.KV_SAGAS, layout.SAGA_KEYS):
         saga = _decode(raw, SagaRecord, layout.KV_SAGAS)
         if saga is not None:
             sagas.append(saga)

@@ -58,15 +58,29 @@ class ActorRole(SagaBase):
         if arrival is not None:
             arrival.set()
 
+    async def _saga_for_actor(self, saga: str, coordinator: str) -> SagaRecord | None:
+        """The saga record as an actor needs it (plan, coordinator, state), read once per
+        saga rather than once per request: the plan grows with the saga, and it never
+        changes once recorded. Read again when the asker is not the coordinator we know
+        or the saga was not running yet."""
+        known = self._actor_sagas.get(saga)
+        if known is None or known.coordinator != coordinator or known.state != "running":
+            known = await self._record(saga)
+            if known is None:
+                return None
+            self._actor_sagas[saga] = known
+            self._actor_plans[saga] = {i.workload: i for i in known.plan}
+        return known
+
     async def _on_action_request(self, event: TakeoverStep, env: Envelope) -> None:
         assert event.workload is not None
-        record = await self._record(event.saga)
+        record = await self._saga_for_actor(event.saga, env.member)
         if record is None:
             raise RetryableError(f"saga {event.saga} not visible yet")
-        if record.state in S.FINISHED or S.find_step(
-                record, event.step, workload=event.workload, attempt=event.attempt):
+        if record.state in S.FINISHED or await self._outcome(
+                event.saga, event.step, event.workload, attempt=event.attempt):
             return  # answered already
-        item = next((i for i in record.plan if i.workload == event.workload), None)
+        item = self._actor_plans.get(event.saga, {}).get(event.workload)
         problem = None
         if env.member != record.coordinator:
             problem = f"only the coordinator {record.coordinator} asks for {event.step}"
@@ -119,10 +133,12 @@ class ActorRole(SagaBase):
                                  detail=f"export failed on {self.ctx.member}: {exc}")
         await self._answer(record, entry)
 
-    def _data_ref(self, record: SagaRecord, workload: str, attempt: int
-                  ) -> dict[str, object] | None:
+    async def _data_ref(self, saga: str, workload: str, attempt: int
+                        ) -> dict[str, object] | None:
+        """The data recorded for this attempt (the source's export or a backup)."""
+        progress = await self._steps_of(saga, workload)
         for step in (S.EXPORT, S.RESTORE):
-            found = S.find_step(record, step, workload=workload, attempt=attempt,
+            found = S.find_step(progress, step, workload=workload, attempt=attempt,
                                 statuses=("ok",))
             if found is not None:
                 return found
@@ -144,12 +160,8 @@ class ActorRole(SagaBase):
                 raise DriverError(f"no placement record for {item.workload}")
             extra["rto_target_s"] = spec.rto_seconds
             if spec.stateful:
-                # The data was recorded before the shadow start was asked for; read the
-                # record again only if the copy we got is older than that.
-                ref = self._data_ref(record, item.workload, attempt)
-                if ref is None:
-                    current = await self._record(record.saga) or record
-                    ref = self._data_ref(current, item.workload, attempt)
+                # The data was recorded before the shadow start was asked for.
+                ref = await self._data_ref(record.saga, item.workload, attempt)
                 if ref is None:
                     raise DriverError(f"no exported data recorded for attempt {attempt}")
                 digest = str(ref.get("digest"))

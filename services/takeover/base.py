@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from contracts.state import DownDecision, PlacementRecord, SagaRecord
+from contracts.state import DownDecision, PlacementRecord, SagaProgress, SagaRecord
 from contracts.takeover import PlanItem, TakeoverStep
 from contracts.workload import WorkloadSpec
 from mesh import layout
@@ -96,6 +96,8 @@ class SagaBase:
         self._ctx: NodeContext | None = None
         self._consumer: Consumer | None = None
         self._sagas: Bucket[SagaRecord] | None = None
+        # The same bucket, its `<saga>.<workload>` keys: each workload's steps.
+        self._progress: Bucket[SagaProgress] | None = None
         self._placements: Bucket[PlacementRecord] | None = None
         self._driver: Driver | None = None
         self._real_driver: Driver | None = None
@@ -112,6 +114,15 @@ class SagaBase:
         self._arrived: dict[tuple[str, str, str, int], dict[str, object]] = {}
         self._arrival: dict[tuple[str, str, str, int], asyncio.Event] = {}
         self._cutover_lock = asyncio.Lock()
+        # saga → its target member (fixed for a saga's life), so a workload's step is
+        # published without reading the saga record (its plan grows with the saga).
+        self._targets: dict[str, str] = {}
+        # Sagas this member coordinated until another took them over (its lease renewal
+        # found out): their runners step back at the next step.
+        self._superseded: set[str] = set()
+        # An actor's copy of each saga record (and its plan by workload), read once.
+        self._actor_sagas: dict[str, SagaRecord] = {}
+        self._actor_plans: dict[str, dict[str, PlanItem]] = {}
         self._completed = 0
         self._approved = 0
         # Called at each step boundary of a saga this member coordinates (tests stop a
@@ -150,9 +161,36 @@ class SagaBase:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), timeout=max(0.0, min(timeout, 1.0)))
 
+    @property
+    def progress(self) -> Bucket[SagaProgress]:
+        assert self._progress is not None, "service not started"
+        return self._progress
+
     async def _record(self, saga: str) -> SagaRecord | None:
         entry = await self.sagas.get(saga)
+        if entry is not None:
+            self._targets[saga] = entry.value.member
         return entry.value if entry else None
+
+    async def _steps_of(self, saga: str, workload: str) -> SagaProgress:
+        """The workload's progress record (empty when none was written yet)."""
+        entry = await self.progress.get(layout.progress_key(saga, workload))
+        return entry.value if entry else SagaProgress(saga=saga, workload=workload)
+
+    async def _all_progress(self, saga: str) -> list[SagaProgress]:
+        return [e.value for e in await self.progress.items(layout.progress_keys(saga))]
+
+    def _still_mine(self, saga: str) -> None:
+        """Step back (Superseded) once another member took this saga over. Cheap: the
+        lease renewal finds that out; what keeps a step from happening twice is its
+        record (every outcome CAS-written once), not this check."""
+        if saga in self._superseded:
+            raise Superseded(saga)
+
+    async def _target(self, saga: str) -> str:
+        if saga not in self._targets:
+            await self._record(saga)
+        return self._targets.get(saga, "")
 
     async def _mine(self, saga: str) -> SagaRecord | None:
         """The record, while this member still coordinates it (else Superseded)."""
@@ -186,12 +224,15 @@ class SagaBase:
         await self.ctx.bus.report_violation(Rejected(reason, detail), env.subject, env.headers)
 
     async def _publish_step(self, record: SagaRecord, entry: dict[str, object]) -> None:
+        await self._publish_entry(record.saga, record.member, entry)
+
+    async def _publish_entry(self, saga: str, target: str, entry: dict[str, object]) -> None:
         step, status = str(entry["step"]), str(entry["status"])
         workload = entry.get("workload")
         actor = entry.get("actor")
         elapsed = entry.get("elapsed_ms")
         event = TakeoverStep(
-            saga=record.saga, member=record.member, step=step,
+            saga=saga, member=target, step=step,
             status=status,  # type: ignore[arg-type]
             workload=str(workload) if workload else None,
             actor=str(actor) if actor else None,
@@ -200,13 +241,45 @@ class SagaBase:
             digest=str(entry.get("digest") or ""),
         )
         await self.ctx.bus.publish(
-            event, msg_id=step_msg_id(record.saga, step, status, event.workload,
-                                      event.attempt))
+            event, msg_id=step_msg_id(saga, step, status, event.workload, event.attempt))
 
     async def _record_and_publish(self, saga: str, entry: dict[str, object]) -> None:
-        updated = await self._modify(saga, partial(S.with_result, entry=entry, now=now_utc()))
-        if updated is not None:
-            await self._publish_step(updated, entry)
+        """Record an outcome once, then publish it: a workload's in its own progress
+        record, a saga-level one in the saga record."""
+        if not entry.get("workload"):
+            updated = await self._modify(saga, partial(S.with_result, entry=entry,
+                                                       now=now_utc()))
+            if updated is not None:
+                await self._publish_step(updated, entry)
+            return
+        if await self._record_outcome(saga, entry) is not None:
+            await self._publish_entry(saga, await self._target(saga), entry)
+
+    async def _record_outcome(
+        self, saga: str, entry: dict[str, object]
+    ) -> SagaProgress | None:
+        """CAS `entry` into its workload's progress record; the new record, or None when
+        that outcome was recorded already."""
+        written: list[SagaProgress] = []
+
+        def apply(current: SagaProgress | None) -> SagaProgress | None:
+            written.clear()
+            new = S.with_outcome(current, entry, saga=saga)
+            if new is not None:
+                written.append(new)
+            return new
+
+        key = layout.progress_key(saga, str(entry["workload"]))
+        await self.progress.modify(key, apply)
+        return written[0] if written else None
+
+    async def _outcome(
+        self, saga: str, step: str, workload: str, *, attempt: int | None = None,
+        statuses: tuple[str, ...] = ("ok", "failed"),
+    ) -> dict[str, object] | None:
+        """The recorded outcome of a workload's step, if any."""
+        return S.find_step(await self._steps_of(saga, workload), step, workload=workload,
+                           attempt=attempt, statuses=statuses)
 
     def driver(self) -> Driver:
         """This member's driver for shadows, apart from the agent's: its own instances
@@ -240,6 +313,7 @@ class SagaBase:
         task = self._runners.get(saga)
         if task is not None and not task.done():
             return
+        self._superseded.discard(saga)
         self._runners[saga] = asyncio.create_task(self._leased(saga), name=f"takeover:{saga}")
 
     async def _leased(self, saga: str) -> None:

@@ -38,7 +38,8 @@ class LeaseRole(SagaBase):
         their RTO, if this member wins the escalation's CAS (`services.takeover.escalation`)."""
         me = self.ctx.member
         decisions = await bucket(self.ctx.bus, layout.KV_DECISIONS, DownDecision)
-        downs = [k for k in await decisions.keys() if k.startswith(DOWN_PREFIX)]
+        # Only the down.* keys: the bucket also holds leases and escalations.
+        downs = await decisions.keys(f"{DOWN_PREFIX}>")
         if not downs:
             return
         placements: list[PlacementRecord] | None = None
@@ -50,8 +51,10 @@ class LeaseRole(SagaBase):
             if placements is None:
                 placements = [e.value for e in await self.placements.items()]
             late = overdue(down, placements, now_utc())
-            if not late or takeover_under_way(down.member,
-                                              [e.value for e in await self.sagas.items()]):
+            if not late:
+                continue
+            sagas = [e.value for e in await self.sagas.items(layout.SAGA_KEYS)]
+            if takeover_under_way(down.member, sagas):
                 continue
             escalations = await bucket(self.ctx.bus, layout.KV_DECISIONS, EscalationDecision)
             saga = new_msg_id()
@@ -77,15 +80,22 @@ class LeaseRole(SagaBase):
             await asyncio.sleep(self.LEASE_S / 3)
             now = now_utc()
             try:
-                await self._modify(saga, partial(
+                renewed = await self._modify(saga, partial(
                     S.with_lease, member=me, until=now + dt.timedelta(seconds=self.LEASE_S),
                     now=now))
             except CasConflict:
                 continue  # a busy record; the next round renews
+            if renewed is None:
+                record = await self._record(saga)
+                if record is None or record.state in S.FINISHED or record.coordinator != me:
+                    # Another member took the saga over (or it ended): the runner steps
+                    # back at its next step.
+                    self._superseded.add(saga)
+                    return
 
     async def _leases_once(self) -> None:
         me, now = self.ctx.member, now_utc()
-        for entry in await self.sagas.items():
+        for entry in await self.sagas.items(layout.SAGA_KEYS):
             record = entry.value
             if record.state in S.FINISHED or record.member == me:
                 continue

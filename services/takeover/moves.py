@@ -1,6 +1,9 @@
 """Moving one workload, the coordinator's side: data (export or backup), shadow start on
 the successor (with retries for corrupted transfers), cut-over by CAS, verification,
-or the release of the source's replica. Part of `TakeoverService`."""
+or the release of the source's replica. Part of `TakeoverService`.
+
+Each workload's outcomes live in its own progress record (`fed_sagas/<saga>.<workload>`),
+so a move reads and writes only that: its cost does not grow with the saga."""
 
 from __future__ import annotations
 
@@ -8,9 +11,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from functools import partial
 
-from contracts.state import SagaRecord, SiteLedger
+from contracts.state import SagaProgress, SagaRecord, SiteLedger
 from contracts.takeover import PlanItem
 from contracts.workload import Assignment, WorkloadSpec
 from mesh import layout
@@ -18,17 +20,20 @@ from mesh.errors import CasConflict
 from mesh.state import bucket
 from services.agent.backup import Backup, backups_of
 from services.scheduler.booking import NotBooked, book, unbook
+from services.scheduler.ledger import takeover_attempt
 from services.scheduler.reader import read_state
 from services.scheduler.service import announce
 from services.takeover import saga as S
 from services.takeover.base import SagaBase, now_utc
 from services.takeover.cutover import cut_over_already, cutover_record, released_record
 from services.takeover.errors import NoData
+from services.takeover.reservations import release_holds
 
 
 class MoveRole(SagaBase):
     async def _run_workloads(self, record: SagaRecord) -> None:
         self._plans[record.saga] = {i.workload: i for i in record.plan}
+        self._targets[record.saga] = record.member
         limit = asyncio.Semaphore(self.CONCURRENCY)
 
         async def one(item: PlanItem) -> None:
@@ -46,8 +51,8 @@ class MoveRole(SagaBase):
     async def _release_in_drill(self, saga: str, item: PlanItem) -> None:
         """What `_release` would do, said and not done: a drill leaves the source alone,
         but its report must judge the workload as the real takeover would."""
-        current = await self._mine(saga)
-        if current is None or S.find_step(current, S.RELEASE, workload=item.workload):
+        self._still_mine(saga)
+        if await self._outcome(saga, S.RELEASE, item.workload):
             return
         entry = await self.placements.get(item.workload)
         if entry is None:
@@ -63,8 +68,8 @@ class MoveRole(SagaBase):
 
     async def _release(self, saga: str, item: PlanItem) -> None:
         """No member may host a new replica: drop the source's, if others remain."""
-        current = await self._mine(saga)
-        if current is None or S.find_step(current, S.RELEASE, workload=item.workload):
+        self._still_mine(saga)
+        if await self._outcome(saga, S.RELEASE, item.workload):
             return
         for _ in range(10):
             entry = await self.placements.get(item.workload)
@@ -89,48 +94,54 @@ class MoveRole(SagaBase):
             return
 
     async def _move(self, record: SagaRecord, item: PlanItem) -> None:
-        """One workload: (data) → shadow start on the successor → (real) cut-over."""
+        """One workload: (data) → shadow start on the successor → (real) cut-over. A
+        workload that fails gives its successor's reserved capacity back at once."""
+        if not await self._moved(record, item):
+            await release_holds(self.ctx.bus, record.saga, [item])
+
+    async def _moved(self, record: SagaRecord, item: PlanItem) -> bool:
+        """`_move`; False when the workload failed (its reservation is not needed)."""
         saga, workload = record.saga, item.workload
         spec = await self._spec(workload)
         if spec is None:
             await self._record_and_publish(saga, S.step_entry(
                 S.SHADOW_START, "failed", at=now_utc(), workload=workload,
                 detail=f"no placement record for {workload}"))
-            return
+            return False
         for attempt in range(1, self.ATTEMPTS + 1):
             if spec.stateful:
                 try:
-                    await self._data_for(record, item, spec, attempt)
+                    await self._data_for(saga, item, spec, attempt)
                 except NoData as exc:
                     await self._record_and_publish(saga, S.step_entry(
                         S.SHADOW_START, "failed", at=now_utc(), workload=workload,
                         attempt=attempt, detail=str(exc)))
-                    return
+                    return False
                 await self._boundary(saga, f"exported:{workload}")
             result = await self._shadow_step(saga, item, attempt)
             if result is None or result.get("status") == "ok":
                 break
             if not result.get("corrupt"):
-                return
+                return False
         else:
-            return
-        current = await self._mine(saga)
-        if current is None or S.find_step(current, S.SHADOW_START, workload=workload,
-                                          statuses=("ok",)) is None:
-            return
+            return False
+        self._still_mine(saga)
+        if await self._outcome(saga, S.SHADOW_START, workload, statuses=("ok",)) is None:
+            return True  # not for this member to judge (the saga went on without it)
         await self._boundary(saga, f"imported:{workload}")
         if not record.drill:
-            await self._cutover(saga, item)
+            return await self._cutover(saga, item)
+        return True
 
     # -- data: export or restore -------------------------------------------------------
 
     async def _data_for(
-        self, record: SagaRecord, item: PlanItem, spec: WorkloadSpec, attempt: int
+        self, saga: str, item: PlanItem, spec: WorkloadSpec, attempt: int
     ) -> dict[str, object]:
         """The data this attempt moves: the source's export, or else a backup."""
-        saga, workload = record.saga, item.workload
-        current = await self._mine(saga)
-        assert current is not None
+        workload = item.workload
+        self._still_mine(saga)
+        current = await self._steps_of(saga, workload)
         for step in (S.EXPORT, S.RESTORE):
             done = S.find_step(current, step, workload=workload, attempt=attempt,
                                statuses=("ok",))
@@ -144,13 +155,14 @@ class MoveRole(SagaBase):
                             for e in previous)
         down = await self._down(item.source)
         if down is None and not from_backup_before and not source_failed:
-            exported = await self._export_step(current, item, attempt)
+            exported = await self._export_step(saga, item, attempt)
             if exported is not None and exported.get("status") == "ok":
                 return exported
-        return await self._restore_step(current, item, spec, attempt)
+            current = await self._steps_of(saga, workload)
+        return await self._restore_step(saga, current, item, spec, attempt)
 
     async def _export_step(
-        self, record: SagaRecord, item: PlanItem, attempt: int
+        self, saga: str, item: PlanItem, attempt: int
     ) -> dict[str, object] | None:
         """Ask the source to export; its result, or a failure after the bound.
 
@@ -160,16 +172,17 @@ class MoveRole(SagaBase):
         started = S.step_entry(S.EXPORT, "started", at=now_utc(), workload=item.workload,
                                actor=item.source, attempt=attempt,
                                detail=f"export on {item.source}")
-        await self._publish_step(record, started)
-        return await self._await_result(record.saga, S.EXPORT, item, attempt,
+        await self._publish_entry(saga, item.source, started)
+        return await self._await_result(saga, S.EXPORT, item, attempt,
                                         time.monotonic(), self.EXPORT_TIMEOUT_S,
                                         actor=item.source)
 
     async def _restore_step(
-        self, record: SagaRecord, item: PlanItem, spec: WorkloadSpec, attempt: int
+        self, saga: str, progress: SagaProgress, item: PlanItem, spec: WorkloadSpec,
+        attempt: int,
     ) -> dict[str, object]:
         """The newest backup not tried yet, with its age as the achieved RPO."""
-        tried = {str(e.get("object")) for e in S.attempts(record, S.RESTORE, item.workload)}
+        tried = {str(e.get("object")) for e in S.attempts(progress, S.RESTORE, item.workload)}
         backups: list[Backup] = [b for b in await backups_of(self.ctx.bus, item.workload)
                                  if b.name not in tried]
         now = now_utc()
@@ -178,7 +191,7 @@ class MoveRole(SagaBase):
                                  attempt=attempt,
                                  detail=f"no usable backup of {item.workload} "
                                         f"({len(tried)} tried)")
-            await self._record_and_publish(record.saga, entry)
+            await self._record_and_publish(saga, entry)
             raise NoData(f"no data for {item.workload}: the source cannot export and no "
                          "usable backup is left")
         chosen = backups[0]
@@ -189,10 +202,9 @@ class MoveRole(SagaBase):
             rpo_s=age, rpo_target_s=spec.rpo_seconds,
             detail=f"backup {chosen.name} by {chosen.member}, {age:.1f} s old "
                    f"(RPO target {spec.rpo_seconds} s)")
-        await self._record_and_publish(record.saga, entry)
-        current = await self._record(record.saga)
-        found = S.find_step(current, S.RESTORE, workload=item.workload, attempt=attempt,
-                            statuses=("ok",)) if current else None
+        await self._record_and_publish(saga, entry)
+        found = await self._outcome(saga, S.RESTORE, item.workload, attempt=attempt,
+                                    statuses=("ok",))
         return found or entry
 
     async def _await_result(
@@ -203,17 +215,14 @@ class MoveRole(SagaBase):
         arrival = self._arrival.setdefault(key, asyncio.Event())
         try:
             while True:
-                current = await self._mine(saga)
-                if current is None or current.state in S.FINISHED:
-                    return None
-                done = S.find_step(current, step, workload=item.workload, attempt=attempt)
+                self._still_mine(saga)
+                done = await self._outcome(saga, step, item.workload, attempt=attempt)
                 if done is not None:
                     return done
                 seen = self._arrived.get(key)
                 if seen is not None:
                     # On the bus but not in the record (the actor's write was lost).
-                    await self._modify(saga, partial(S.with_result, entry=seen,
-                                                     now=now_utc()))
+                    await self._record_outcome(saga, seen)
                     continue
                 remaining = bound_s - (time.monotonic() - started)
                 if remaining <= 0:
@@ -222,9 +231,8 @@ class MoveRole(SagaBase):
                         attempt=attempt,
                         detail=f"no answer from {actor} within {bound_s:g} s")
                     await self._record_and_publish(saga, failed)
-                    current = await self._record(saga)
-                    return (S.find_step(current, step, workload=item.workload,
-                                        attempt=attempt) if current else failed)
+                    return await self._outcome(saga, step, item.workload,
+                                               attempt=attempt) or failed
                 # The result's event wakes us; the record is read again now and then
                 # anyway, for an outcome written by an actor whose event we missed.
                 with contextlib.suppress(TimeoutError):
@@ -237,37 +245,36 @@ class MoveRole(SagaBase):
         self, saga: str, item: PlanItem, attempt: int
     ) -> dict[str, object] | None:
         """Ask the successor for the import and a shadow start; wait (bounded)."""
-        current = await self._mine(saga)
-        if current is None:
-            return None
-        done = S.find_step(current, S.SHADOW_START, workload=item.workload, attempt=attempt)
+        self._still_mine(saga)
+        done = await self._outcome(saga, S.SHADOW_START, item.workload, attempt=attempt)
         if done is not None:
             return done
         started = S.step_entry(S.SHADOW_START, "started", at=now_utc(), workload=item.workload,
                                actor=item.successor, attempt=attempt,
                                detail=f"shadow start on {item.successor}/{item.site}")
-        await self._publish_step(current, started)
+        await self._publish_entry(saga, item.source, started)
         return await self._await_result(saga, S.SHADOW_START, item, attempt,
                                         time.monotonic(), self.SHADOW_TIMEOUT_S,
                                         actor=item.successor)
 
     # -- cut-over ----------------------------------------------------------------------
 
-    async def _cutover(self, saga: str, item: PlanItem) -> None:
-        """Move the placement to the successor by CAS (booking its site), announce it,
-        then wait until the successor's agent runs it: the workload's RTO."""
+    async def _cutover(self, saga: str, item: PlanItem) -> bool:
+        """Move the placement to the successor by CAS (its site was booked at the plan),
+        announce it, then wait until the successor's agent runs it: the workload's RTO.
+        False when the placement could not be moved."""
         workload = item.workload
-        current = await self._mine(saga)
-        if current is None:
-            return
+        self._still_mine(saga)
+        current = await self._steps_of(saga, workload)
         cut = S.find_step(current, S.CUTOVER, workload=workload)
         if cut is None:
             cut = await self._commit_cutover(saga, item)
-            if cut is None or cut.get("status") != "ok":
-                return
+        if cut is None or cut.get("status") != "ok":
+            return False
         await self._boundary(saga, f"cut_over:{workload}")
         if S.find_step(current, S.VERIFY, workload=workload) is None:
             await self._verify(saga, item, cut)
+        return True
 
     async def _commit_cutover(self, saga: str, item: PlanItem) -> dict[str, object] | None:
         assert item.successor is not None and item.site is not None
@@ -290,9 +297,12 @@ class MoveRole(SagaBase):
                 async with self._cutover_lock:
                     state = await read_state(self.ctx.bus)
                     try:
-                        held = await book(ledgers, state, workload=workload,
-                                          amount=new.spec.resources, sites=arrive,
-                                          generation=new.generation, tenant=new.spec.tenant)
+                        # The saga's hold from the plan: found there, nothing is written
+                        # (booked again only if it was lost).
+                        await book(ledgers, state, workload=workload,
+                                   amount=new.spec.resources, sites=arrive,
+                                   generation=new.generation, tenant=new.spec.tenant,
+                                   attempt=takeover_attempt(saga))
                     except NotBooked as exc:
                         detail = f"{item.successor}/{item.site} cannot be booked: {exc}"
                         if exc.full:
@@ -302,9 +312,7 @@ class MoveRole(SagaBase):
                         await self.placements.update(workload, new, entry.revision)
                         revision_ok = True
                     except CasConflict:
-                        await unbook(ledgers, state, workload=workload, sites=arrive,
-                                     attempt=held)
-                        continue
+                        continue  # the hold stays the saga's; the next round uses it
                     leaving = [a for a in entry.value.assignments if a.member == item.source]
                     await unbook(ledgers, state, workload=workload, sites=leaving)
             if revision_ok:
@@ -315,9 +323,7 @@ class MoveRole(SagaBase):
                     detail=f"placement generation {new.generation}: {item.source} → "
                            f"{item.successor}/{item.site}")
                 await self._record_and_publish(saga, result)
-                current = await self._record(saga)
-                return (S.find_step(current, S.CUTOVER, workload=workload)
-                        if current else result)
+                return await self._outcome(saga, S.CUTOVER, workload) or result
         failed = S.step_entry(S.CUTOVER, "failed", at=now_utc(), workload=workload,
                               detail=detail or "too many concurrent writers")
         await self._record_and_publish(saga, failed)

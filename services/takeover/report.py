@@ -1,4 +1,5 @@
-"""The takeover report: a JSON-ready dict built from the saga record, and its Markdown.
+"""The takeover report: a JSON-ready dict built from the saga record and its workloads'
+progress records, and its Markdown.
 
 Pure. The dict is stored in `SagaRecord.report` and written by `stekker drill takeover`
 as `drill-<member>-<saga>.json` (and `.md`). Its shape (version 1):
@@ -33,9 +34,11 @@ what a drill is there to find out. A target that hosts nothing passes (nothing t
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from contracts.state import SagaRecord
+from contracts.state import SagaProgress, SagaRecord
 from contracts.takeover import PlanItem
 from services.takeover.saga import (
     APPROVAL,
@@ -47,9 +50,11 @@ from services.takeover.saga import (
     RESTORE,
     SHADOW_START,
     VERIFY,
+    HasSteps,
     attempts,
     find_step,
     iso,
+    merged_steps,
 )
 
 REPORT_VERSION = 1
@@ -59,7 +64,8 @@ REPORT_VERSION = 1
 DONE = frozenset({"ok", "released"})
 
 
-def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
+def _workload_row(record: SagaRecord, item: PlanItem, steps: HasSteps) -> dict[str, Any]:
+    """`item`'s row; `steps` holds its workload's steps (the saga's own are in `record`)."""
     row: dict[str, Any] = {
         "workload": item.workload, "source": item.source, "successor": item.successor,
         "site": item.site, "status": "not_run", "time_to_running_ms": None,
@@ -69,14 +75,14 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
     }
     if item.successor is None:
         row["status"] = "no_successor"
-        released = find_step(record, RELEASE, workload=item.workload, statuses=("ok",))
+        released = find_step(steps, RELEASE, workload=item.workload, statuses=("ok",))
         if released is not None:
             # Still served by its other replicas; the source's one is gone, as it must
             # (a drill says it would be).
             row["status"], row["detail"] = "released", released.get("detail")
             row["generation"] = released.get("generation")
         return row
-    tries = attempts(record, SHADOW_START, item.workload)
+    tries = attempts(steps, SHADOW_START, item.workload)
     result = next((e for e in tries if e.get("status") == "ok"), tries[-1] if tries else None)
     if result is not None:
         row["status"] = result.get("status")
@@ -86,8 +92,8 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
         row["rto_target_s"] = result.get("rto_target_s")
         elapsed = result.get("elapsed_ms")
         row["rto_s"] = round(elapsed / 1000, 3) if isinstance(elapsed, int | float) else None
-    data = [e for e in attempts(record, EXPORT, item.workload)
-            + attempts(record, RESTORE, item.workload)]
+    data = [e for e in attempts(steps, EXPORT, item.workload)
+            + attempts(steps, RESTORE, item.workload)]
     retries = [f"attempt {e.get('attempt', 1)}: {e.get('step')}: {e.get('detail')}"
                for e in data if e.get("status") == "failed"]
     retries += [f"attempt {e.get('attempt', 1)}: {e.get('detail')}" for e in tries
@@ -101,8 +107,8 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
                    bytes=used.get("size"), rpo_s=used.get("rpo_s"),
                    rpo_target_s=used.get("rpo_target_s"))
     if not record.drill and row["status"] == "ok":
-        cut = find_step(record, CUTOVER, workload=item.workload)
-        verify = find_step(record, VERIFY, workload=item.workload)
+        cut = find_step(steps, CUTOVER, workload=item.workload)
+        verify = find_step(steps, VERIFY, workload=item.workload)
         last = verify or cut
         if cut is None or cut.get("status") != "ok" or verify is None \
                 or verify.get("status") != "ok":
@@ -119,28 +125,39 @@ def _workload_row(record: SagaRecord, item: PlanItem) -> dict[str, Any]:
     return row
 
 
-def _timeline(record: SagaRecord) -> list[dict[str, Any]]:
+def _timeline(steps: list[dict[str, object]]) -> list[dict[str, Any]]:
     return [{"at": e.get("at"), "step": e.get("step"), "status": e.get("status"),
              "workload": e.get("workload"), "actor": e.get("actor") or e.get("member"),
-             "detail": e.get("detail")} for e in record.steps]
+             "detail": e.get("detail")} for e in steps]
 
 
-def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, Any]:
+def build_report(
+    record: SagaRecord, *, finished_at: dt.datetime, progress: Iterable[SagaProgress] = (),
+) -> dict[str, Any]:
+    """The report of `record` and its workloads' `progress` records (a record written
+    before workloads had records of their own keeps every step in `record.steps`)."""
+    steps = merged_steps(record, progress)
+    by_workload: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for e in steps:
+        if e.get("workload"):
+            by_workload[str(e["workload"])].append(e)
     approved = find_step(record, APPROVAL, statuses=("ok",)) is not None
     approvals = [
         {"member": e.get("member"), "key_id": e.get("key_id"), "msg_id": e.get("msg_id"),
          "verified": True, "at": e.get("at")}
-        for e in record.steps if e.get("step") == APPROVE and e.get("status") == "ok"
+        for e in steps if e.get("step") == APPROVE and e.get("status") == "ok"
     ]
     refused = [
         {"member": e.get("member"), "key_id": e.get("key_id"), "msg_id": e.get("msg_id"),
          "reason": e.get("detail"), "at": e.get("at")}
-        for e in record.steps if e.get("step") == APPROVE and e.get("status") == "failed"
+        for e in steps if e.get("step") == APPROVE and e.get("status") == "failed"
     ]
-    rows = [_workload_row(record, item) for item in record.plan]
+    rows = [_workload_row(record, item, SagaProgress(saga=record.saga, workload=item.workload,
+                                                     steps=by_workload[item.workload]))
+            for item in record.plan]
     failures = [
         f"{e.get('step')}: {e.get('detail')}"
-        for e in record.steps
+        for e in steps
         if e.get("status") == "failed" and e.get("workload") is None
         and e.get("step") != APPROVE
     ]
@@ -171,7 +188,7 @@ def build_report(record: SagaRecord, *, finished_at: dt.datetime) -> dict[str, A
         "approvals": approvals,
         "refused_approvals": refused,
         "workloads": rows,
-        "timeline": _timeline(record),
+        "timeline": _timeline(steps),
         "failures": failures,
         "passed": passed,
         "summary": _summary(record, kind, passed, rows, approvals),

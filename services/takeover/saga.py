@@ -1,19 +1,22 @@
-"""The saga record's transitions: pure functions from one `SagaRecord` to the next.
+"""The saga's transitions: pure functions from one record to the next.
 
-`fed_sagas/<saga>` is the truth of a takeover's progress. Every change goes through
-`Bucket.modify` with one of these functions; each returns None when the change is done
-already (or no longer allowed), so a redelivered message or a resumed coordinator never
-does a step twice.
+`fed_sagas/<saga>` (`SagaRecord`: plan, approvals, phase, lease, the saga-level steps)
+and `fed_sagas/<saga>.<workload>` (`SagaProgress`: that workload's steps) are the truth
+of a takeover's progress. Every change goes through `Bucket.modify` with one of these
+functions; each returns None when the change is done already (or no longer allowed), so
+a redelivered message or a resumed coordinator never does a step twice. A workload's
+step rewrites only its own record: the cost of a step does not grow with the plan.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import msgspec
 
-from contracts.state import SagaRecord
+from contracts.state import SagaProgress, SagaRecord
 from contracts.takeover import PlanItem
 
 FINISHED = frozenset({"completed", "failed"})
@@ -59,8 +62,15 @@ def step_entry(
     return entry
 
 
+class HasSteps(Protocol):
+    """A saga record or one workload's progress record: both keep `steps`."""
+
+    @property
+    def steps(self) -> list[dict[str, object]]: ...
+
+
 def find_step(
-    record: SagaRecord,
+    record: HasSteps,
     step: str,
     *,
     workload: str | None = None,
@@ -77,7 +87,7 @@ def find_step(
     return None
 
 
-def attempts(record: SagaRecord, step: str, workload: str) -> list[dict[str, object]]:
+def attempts(record: HasSteps, step: str, workload: str) -> list[dict[str, object]]:
     """Every outcome (ok or failed) of `step` for `workload`, in the order recorded."""
     return [e for e in record.steps if e.get("step") == step
             and e.get("workload") == workload and e.get("status") in ("ok", "failed")]
@@ -120,12 +130,16 @@ def _replace(record: SagaRecord, **changes: Any) -> SagaRecord:
 
 
 def with_plan(
-    record: SagaRecord, plan: list[PlanItem], plan_hash: str, quorum: int, now: dt.datetime
+    record: SagaRecord, plan: list[PlanItem], plan_hash: str, quorum: int, now: dt.datetime,
+    *, reserved: int | None = None,
 ) -> SagaRecord | None:
-    """planning → approving, with the plan; None if a plan was recorded already."""
+    """planning → approving, with the plan; None if a plan was recorded already.
+    `reserved`: for how many successors capacity was booked."""
     if record.state != "planning":
         return None
     detail = f"{len(plan)} workload(s) on {record.member}"
+    if reserved is not None:
+        detail += f"; capacity reserved for {reserved} successor(s)"
     return _replace(
         record, state="approving", plan=plan, plan_hash=plan_hash, quorum=quorum,
         steps=[*record.steps, step_entry(PLAN, "ok", at=now, detail=detail)], updated_at=now,
@@ -199,3 +213,37 @@ def with_end(
         return None
     return _replace(record, state="completed" if passed else "failed", report=report,
                     updated_at=now)
+
+
+# -- one workload's progress (`fed_sagas/<saga>.<workload>`) ------------------------------
+
+
+def with_outcome(
+    progress: SagaProgress | None, entry: dict[str, object], *, saga: str
+) -> SagaProgress | None:
+    """A workload step's outcome (ok or failed) in its progress record: the first one
+    recorded for (step, attempt) stands; None when one is there already."""
+    workload = str(entry.get("workload"))
+    current = progress or SagaProgress(saga=saga, workload=workload)
+    attempt = entry.get("attempt")
+    if find_step(current, str(entry.get("step")), workload=workload,
+                 attempt=attempt if isinstance(attempt, int) else None) is not None:
+        return None
+    return msgspec.structs.replace(current, steps=[*current.steps, entry])
+
+
+def merged_steps(
+    record: SagaRecord, progress: Iterable[SagaProgress]
+) -> list[dict[str, object]]:
+    """The saga's whole timeline: its own steps and every workload's, by time (a stable
+    sort, so entries of the same millisecond keep the order they were recorded in)."""
+    steps = [*record.steps]
+    for one in progress:
+        steps.extend(one.steps)
+    return sorted(steps, key=lambda e: str(e.get("at") or ""))
+
+
+def with_progress(record: SagaRecord, progress: Iterable[SagaProgress]) -> SagaRecord:
+    """The record as it read before workloads had records of their own: every step in
+    `steps` (for `takeover status --json` and the report)."""
+    return _replace(record, steps=merged_steps(record, progress))

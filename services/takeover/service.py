@@ -43,8 +43,9 @@ from typing import Any
 import msgspec
 
 from contracts.base import Event
-from contracts.state import PlacementRecord, SagaRecord
+from contracts.state import PlacementRecord, SagaProgress, SagaRecord
 from contracts.takeover import (
+    PlanItem,
     TakeoverApproved,
     TakeoverCompleted,
     TakeoverProposed,
@@ -59,7 +60,6 @@ from mesh.runtime import NodeContext
 from mesh.state import bucket
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import TAKEOVER_ROLES
-from services.scheduler.reader import load_snapshot
 from services.takeover import saga as S
 from services.takeover.actors import ActorRole
 from services.takeover.approval import Approval, check_proposal, refusal, tally
@@ -74,9 +74,10 @@ from services.takeover.base import (
 from services.takeover.errors import Superseded
 from services.takeover.leases import LeaseRole
 from services.takeover.moves import MoveRole
-from services.takeover.plan import build_plan, plan_hash
+from services.takeover.plan import plan_hash
 from services.takeover.policy import approval_problem
 from services.takeover.report import build_report
+from services.takeover.reservations import plan_and_reserve, release_holds, unused
 
 SUBJECTS = ["fed.v1.takeover.>"]
 
@@ -92,9 +93,10 @@ class TakeoverService(LeaseRole, MoveRole, ActorRole):
     async def start(self, ctx: NodeContext) -> None:
         self._ctx = ctx
         self._sagas = await bucket(ctx.bus, layout.KV_SAGAS, SagaRecord)
+        self._progress = await bucket(ctx.bus, layout.KV_SAGAS, SagaProgress)
         self._placements = await bucket(ctx.bus, layout.KV_PLACEMENTS, PlacementRecord)
         # Resume the unfinished sagas this member coordinates (its node restarted).
-        for entry in await self._sagas.items():
+        for entry in await self._sagas.items(layout.SAGA_KEYS):
             if entry.value.coordinator == ctx.member and entry.value.state not in S.FINISHED:
                 self._spawn_runner(entry.key)
         self._consumer = await ctx.bus.consume(
@@ -232,17 +234,27 @@ class TakeoverService(LeaseRole, MoveRole, ActorRole):
                                                       detail=f"coordinator error: {exc}"))
 
     async def _plan(self, record: SagaRecord) -> SagaRecord | None:
+        """Plan, with each successor's capacity reserved (`reservations`), then record
+        the plan. Killed in between, the member that resumes plans and books again with
+        the saga's own attempt id: nothing is reserved twice."""
         now = now_utc()
-        snapshot, entries = await load_snapshot(self.ctx.bus, today=now.date())
-        plan = build_plan(record.member, [e.value for e in entries], snapshot,
-                          decided_by=self.ctx.member, now=now)
+        plan, reserved = await plan_and_reserve(self.ctx.bus, record.member, record.saga,
+                                                decided_by=self.ctx.member, now=now)
+        await self._boundary(record.saga, "reserved")
+        self._still_mine(record.saga)
         digest = plan_hash(plan)
         quorum = self.ctx.trust.quorum_against(record.member)
         updated = await self._modify(
-            record.saga, lambda cur: S.with_plan(cur, plan, digest, quorum, now)
+            record.saga, lambda cur: S.with_plan(cur, plan, digest, quorum, now,
+                                                 reserved=reserved)
         )
         if updated is None:
-            return await self._mine(record.saga)
+            # Another member recorded a plan first (it took the saga over): give back
+            # what this try booked and that plan does not use.
+            current = await self._mine(record.saga)
+            if current is not None:
+                await release_holds(self.ctx.bus, record.saga, unused(plan, current.plan))
+            return current
         planned = S.find_step(updated, S.PLAN, statuses=("ok",))
         if planned is not None:
             await self._publish_step(updated, planned)
@@ -335,23 +347,39 @@ class TakeoverService(LeaseRole, MoveRole, ActorRole):
     # -- the end -----------------------------------------------------------------------
 
     async def _finish(self, saga: str, failed_step: dict[str, object] | None = None) -> None:
-        """End the saga: record the report (state completed or failed), publish it."""
+        """End the saga: record the report (state completed or failed), publish it, and
+        give back the capacity reserved for successors that did not take their
+        workload over (every one, in a drill)."""
         now = now_utc()
+        progress = await self._all_progress(saga)
 
         def end(current: SagaRecord) -> SagaRecord | None:
             if current.state in S.FINISHED:
                 return None
             if failed_step is not None:
                 current = S.with_step(current, failed_step, now) or current
-            report = build_report(current, finished_at=now)
+            report = build_report(current, finished_at=now, progress=progress)
             return S.with_end(current, passed=bool(report["passed"]), report=report, now=now)
 
         record = await self._modify(saga, end)
         if record is None:
             return
+        cut = {p.workload for p in progress
+               if S.find_step(p, S.CUTOVER, workload=p.workload, statuses=("ok",))}
+        leftover = [i for i in record.plan if i.workload not in cut and i.successor]
+        if not record.drill:
+            # A placement that moved although its cut-over's outcome went unrecorded
+            # keeps the hold: it is that placement's booking now.
+            leftover = [i for i in leftover if not await self._moved_to(i)]
+        await release_holds(self.ctx.bus, saga, leftover)
         if failed_step is not None:
             await self._publish_step(record, failed_step)
         await self._publish_completed(record)
+
+    async def _moved_to(self, item: PlanItem) -> bool:
+        entry = await self.placements.get(item.workload)
+        return entry is not None and any(a.member == item.successor and a.site == item.site
+                                         for a in entry.value.assignments)
 
     async def _publish_completed(self, record: SagaRecord) -> None:
         report = record.report or {}

@@ -5,9 +5,11 @@ Each size runs in a fresh in-process federation of the three demo members on one
 nats-server with a temporary store. The workloads are written to `fed_placements` on
 dommel and started by its agent (each gets 1 MiB of deterministic data); then amstel is
 asked for a drill of dommel and the clock runs from the request until the saga record
-says it finished. Every step of the drill runs: plan, quorum approval, per workload the
-export on dommel into the object store with a sha256, the fetch and digest check on the
-successor, the import into a shadow copy, its start and health check, its stop; report.
+says it finished. Every step of the drill runs: plan (with the successors' capacity
+reserved in the ledgers), quorum approval, per workload the export on dommel into the
+object store with a sha256, the fetch and digest check on the successor, the import into
+a shadow copy, its start and health check, its stop; report; the reservations given
+back (`holds_left`: the saga's holds still in the ledgers a moment after, 0 expected).
 
 Target (issue 4): 200 workloads in at most 30 s. `STEKKER_BENCH_SIZES=100,200` to choose.
 """
@@ -15,6 +17,7 @@ Target (issue 4): 200 workloads in at most 30 s. `STEKKER_BENCH_SIZES=100,200` t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,11 +31,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from contracts.resources import Resources  # noqa: E402
-from contracts.state import PlacementRecord, ReplicaStatus  # noqa: E402
+from contracts.state import PlacementRecord, ReplicaStatus, SiteLedger  # noqa: E402
 from contracts.workload import Assignment, WorkloadSpec  # noqa: E402
+from mesh import layout  # noqa: E402
 from mesh.observability import setup  # noqa: E402
 from mesh.server import NatsCluster  # noqa: E402
+from mesh.state import bucket  # noqa: E402
 from services.agent.drivers.sim import SimDriver  # noqa: E402
+from services.scheduler.ledger import takeover_attempt  # noqa: E402
 from support import federation, wait_until  # noqa: E402
 from support_takeover import DRILLING, FINISHED, request_drill, saga_in  # noqa: E402
 from support_workloads import agent_of, members_known, placements  # noqa: E402
@@ -71,11 +77,24 @@ async def one_size(n: int, tmp: Path) -> dict[str, object]:
             record = await saga_in(bus, saga, FINISHED, timeout=600)
             seconds = time.monotonic() - t0
             report = record.report or {}
+            ledgers = await bucket(bus, layout.KV_RESERVATIONS, SiteLedger)
+
+            async def holds_left() -> int:
+                return sum(1 for e in await ledgers.items() for h in e.value.holds.values()
+                           if h.attempt == takeover_attempt(saga))
+
+            async def none_left() -> bool:
+                return await holds_left() == 0
+
+            with contextlib.suppress(AssertionError):  # then holds_left says how many
+                await wait_until(none_left, timeout=10, what="reservations given back")
+            left = await holds_left()
             rows = report.get("workloads") or []
             ok = sum(1 for r in rows if r.get("status") == "ok")  # type: ignore[union-attr]
             moved = sum(int(r.get("bytes") or 0) for r in rows)  # type: ignore[union-attr]
             return {"workloads": n, "passed": bool(report.get("passed")), "ok": ok,
                     "data_mib": round(moved / 2**20, 1), "seconds": round(seconds, 2),
+                    "holds_left": left,
                     "mib_per_s": round(moved / 2**20 / seconds, 1)}
     finally:
         cluster.stop()

@@ -10,7 +10,8 @@ import pytest
 
 from contracts.resources import Resources
 from mesh.errors import ConfigError
-from mesh.specfile import load_member_profile, load_workload
+from mesh.specfile import load_failover_knobs, load_member_profile, load_workload
+from support import DEMO_MEMBERS
 
 GOOD_YAML = """\
 # a comment
@@ -301,3 +302,50 @@ def test_profile_syntax_error(tmp_path):
     path = write(tmp_path, "maas.toml", text)
     message = error_of(load_member_profile, path)
     assert message.startswith(f"{path}:{line_of(text, '[stack')}: invalid TOML: ")
+
+
+# -- [node.failover]: the node's failover knobs in the member's config file -----------------
+
+KNOBS = """\
+[node.failover]  # the failover knobs; flags override them
+heartbeat = 0.5
+suspicion = 2          # an int is a number of seconds too
+recovery_beats = 5
+flap_guard = 0
+"""
+
+
+def test_failover_knobs_from_the_member_config(tmp_path):
+    path = write(tmp_path, "maas.toml", GOOD_PROFILE + "\n" + KNOBS)
+    knobs = load_failover_knobs(path)
+    assert knobs.given() == {"heartbeat": 0.5, "suspicion": 2.0, "recovery_beats": 5,
+                             "flap_guard": 0.0}
+    assert load_member_profile(path).id == "maas"  # the profile ignores [node]
+    # No [node.failover] (or no [node] at all): nothing set, the defaults hold.
+    assert load_failover_knobs(write(tmp_path, "plain.toml", GOOD_PROFILE)).given() == {}
+    assert load_failover_knobs(DEMO_MEMBERS / "amstel.toml").given() == {}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("heartbeat = 0.01", "field node.failover.heartbeat: Expected `float` >= 0.05"),
+    ('suspicion = "3s"', "field node.failover.suspicion: Expected `float`, got `str`"),
+    ("recovery_beats = 2.5", "field node.failover.recovery_beats: Expected `int`, got `float`"),
+    ("replace_rate = -1", "field node.failover.replace_rate: Expected `float` >= 0.01"),
+    ("flapguard = 10", "field node.failover.flapguard: unknown field; did you mean "
+                       "`flap_guard`?"),
+])
+def test_a_bad_failover_knob_names_file_line_and_field(tmp_path, line, message):
+    text = GOOD_PROFILE + "\n[node.failover]\nrecovery_steady = 2\n" + line + "\n"
+    path = write(tmp_path, "maas.toml", text)
+    bad_line = text.splitlines().index(line) + 1
+    with pytest.raises(ConfigError) as err:
+        load_failover_knobs(path)
+    assert str(err.value) == f"{path}:{bad_line}: {message}"
+
+
+def test_failover_must_be_a_table(tmp_path):
+    path = write(tmp_path, "maas.toml", GOOD_PROFILE.replace(
+        'nats = "nats://localhost:4222"', 'nats = "nats://localhost:4222"\nfailover = 3'))
+    with pytest.raises(ConfigError, match=r"maas.toml:\d+: field node.failover: Expected "
+                                          r"`object`, got `int`"):
+        load_failover_knobs(path)

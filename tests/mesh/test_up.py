@@ -312,3 +312,16 @@ def test_up_refuses_bad_profiles_without_starting_anything(tmp_path: Path) -> No
     assert "broken.toml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "fed" / "up.json").exists()
 
+
+
+def test_a_bad_failover_knob_stops_up_before_anything_starts(tmp_path: Path) -> None:
+    members = tmp_path / "members"
+    members.mkdir()
+    for name in ("amstel", "dommel"):
+        (members / f"{name}.toml").write_bytes((DEMO_MEMBERS / f"{name}.toml").read_bytes())
+    bad = members / "dommel.toml"
+    bad.write_text(bad.read_text() + "\n[node.failover]\nheartbeat = 0\n")
+    line = len(bad.read_text().splitlines())
+    with pytest.raises(ConfigError, match=rf"dommel.toml:{line}: field "
+                                          r"node.failover.heartbeat: Expected `float` >= 0.05"):
+        load_profiles(members)

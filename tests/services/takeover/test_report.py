@@ -7,7 +7,7 @@ import json
 
 import msgspec
 
-from contracts.state import SagaRecord
+from contracts.state import SagaProgress, SagaRecord
 from contracts.takeover import PlanItem
 from services.takeover import saga as S
 from services.takeover.html import to_html
@@ -198,3 +198,54 @@ def test_a_drill_passes_a_workload_its_other_replicas_keep_serving() -> None:
     assert rows["brp"]["status"] == "released"
     assert "would be released" in rows["brp"]["detail"]
     assert "1 kept by their other replicas" in str(report["summary"])
+
+
+def test_a_workloads_outcome_in_its_own_record_stands_once() -> None:
+    ok = S.step_entry(S.EXPORT, "ok", at=at(0.4), workload="w", attempt=1, digest="d1")
+    first = S.with_outcome(None, ok, saga="s1")
+    assert first is not None and first.saga == "s1" and first.workload == "w"
+    assert first.steps == [ok]
+    # The same outcome again (a redelivery, a resumed coordinator), or another outcome of
+    # the same attempt: the first one stands.
+    assert S.with_outcome(first, ok, saga="s1") is None
+    failed = S.step_entry(S.EXPORT, "failed", at=at(0.6), workload="w", attempt=1)
+    assert S.with_outcome(first, failed, saga="s1") is None
+    # Another attempt is another outcome.
+    second = S.with_outcome(first, {**failed, "attempt": 2}, saga="s1")
+    assert second is not None and len(second.steps) == 2
+
+
+def test_the_report_from_progress_records_is_the_report_from_one_record() -> None:
+    """Workload steps kept in per-workload records give the report they gave when the
+    saga record held every step (as a record written before the split still does)."""
+    record = approved(planned())
+    entries = [
+        S.step_entry(S.EXPORT, "ok", at=at(0.4), workload="rivm-meetdata", actor="dommel",
+                     attempt=1, object="o", digest="abc", size=10, origin="source", rpo_s=0.0,
+                     rpo_target_s=60),
+        S.step_entry(S.SHADOW_START, "ok", at=at(0.5), workload="rivm-meetdata",
+                     actor="amstel", attempt=1, elapsed_ms=12.5, detail="ok detail",
+                     rto_target_s=300),
+        S.step_entry(S.SHADOW_START, "failed", at=at(0.45), workload="rivm-dashboard",
+                     actor="zuidas", attempt=1, detail="not healthy"),
+    ]
+    whole = record
+    progress: dict[str, SagaProgress] = {}
+    for entry in entries:
+        whole = S.with_result(whole, entry, at(0.6)) or whole
+        workload = str(entry["workload"])
+        updated = S.with_outcome(progress.get(workload), entry, saga="s1")
+        assert updated is not None
+        progress[workload] = updated
+    one = build_report(whole, finished_at=at(1.5))
+    split = build_report(record, finished_at=at(1.5), progress=progress.values())
+    # The same content; the timeline in time order (the single record kept write order).
+    assert {k: v for k, v in split.items() if k != "timeline"} == \
+        {k: v for k, v in one.items() if k != "timeline"}
+    assert split["timeline"] == sorted(one["timeline"], key=lambda e: e["at"])  # type: ignore
+    assert split["workloads"][0]["digest"] == "abc"  # type: ignore[index]
+    assert split["passed"] is False
+    # `takeover status --json` shows the same merged timeline in `steps`.
+    merged = S.with_progress(record, progress.values())
+    assert [e["at"] for e in merged.steps] == sorted(e["at"] for e in merged.steps)
+    assert len(merged.steps) == len(record.steps) + len(entries)

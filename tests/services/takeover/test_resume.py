@@ -1,6 +1,8 @@
 """A takeover survives its coordinator: stopped at each step boundary in turn, another
 member takes the saga over when the lease ends and resumes it from the last recorded
-step. The saga completes once, nothing is done twice, the data arrives intact."""
+step. The saga completes once, nothing is done twice (capacity is reserved once, also
+when the coordinator dies between booking and recording its plan), the data arrives
+intact."""
 
 from __future__ import annotations
 
@@ -10,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from contracts.state import SiteLedger
 from contracts.workload import WorkloadPlaced
+from mesh import layout
 from mesh.server import NatsCluster
+from mesh.state import bucket
 from services.agent.data import sim_blob
 from services.agent.drivers.sim import SimDriver
+from services.scheduler.ledger import takeover_attempt, total
 from services.takeover.service import TakeoverService
 from support import federation, wait_until
 from support_takeover import (
     DRILLING,
     FINISHED,
     WORKLOAD,
+    audit,
     data_on,
     declare_and_join,
     place,
@@ -27,12 +34,13 @@ from support_takeover import (
     saga_in,
     sagas,
     takeover_of,
+    timeline,
 )
 from support_workloads import placements
 
 
-@pytest.mark.parametrize("boundary", ["planned", "approved", f"exported:{WORKLOAD}",
-                                      f"cut_over:{WORKLOAD}"])
+@pytest.mark.parametrize("boundary", ["reserved", "planned", "approved",
+                                      f"exported:{WORKLOAD}", f"cut_over:{WORKLOAD}"])
 async def test_the_saga_resumes_after_its_coordinator_stops(
     nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, boundary: str
 ) -> None:
@@ -70,8 +78,9 @@ async def test_the_saga_resumes_after_its_coordinator_stops(
         resumed = [e for e in record.steps if e.get("step") == "coordinator"]
         assert [e.get("member") for e in resumed] == ["zuidas"]
         # Nothing twice: each outcome recorded once, one cut-over, one placed event.
+        steps = await timeline(bus, saga)
         outcomes = Counter((e.get("step"), e.get("workload"), e.get("status"),
-                            e.get("attempt", 1)) for e in record.steps
+                            e.get("attempt", 1)) for e in steps
                            if e.get("status") in ("ok", "failed") and e.get("step") not in
                            ("approve",))
         assert all(n == 1 for n in outcomes.values()), outcomes
@@ -83,3 +92,20 @@ async def test_the_saga_resumes_after_its_coordinator_stops(
         await wait_until(lambda: events.of(WorkloadPlaced), what="placed event")
         generations = [e.generation for e, _ in events.of(WorkloadPlaced)]  # type: ignore[attr-defined]
         assert generations == [2]
+        # Capacity reserved once: the hold booked at the plan (by whichever coordinator,
+        # with the saga's attempt id) is the placement's booking at its successor's site,
+        # and no ledger holds the workload anywhere else.
+        ledgers = await bucket(bus, layout.KV_RESERVATIONS, SiteLedger)
+        holding = {}
+        for ledger in (e.value for e in await ledgers.items()):
+            assert ledger.reserved == total(ledger.holds.values()), ledger
+            if WORKLOAD in ledger.holds:
+                holding[(ledger.member, ledger.site)] = ledger.holds[WORKLOAD]
+        (successor_site,) = [(a.member, a.site) for a in entry.value.assignments]
+        assert list(holding) == [successor_site]
+        assert holding[successor_site].attempt == takeover_attempt(saga)
+        assert holding[successor_site].amount == entry.value.spec.resources
+        # And the federation's record holds up (`stekker audit verify`).
+        report = await audit(bus)
+        assert report.ok, report.to_dict()
+        assert report.decisions >= 2  # the first placement and the cut-over
