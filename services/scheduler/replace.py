@@ -26,6 +26,7 @@ from contracts.state import (
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
 from mesh.trust import TrustStore
 from services.failover import quorum
+from services.scheduler.ledger import takeover_attempt
 
 # Placement states that hold no replicas: nothing of theirs can be lost with a member.
 INACTIVE_STATES: frozenset[str] = frozenset({"released", "unplaceable"})
@@ -117,12 +118,15 @@ def moved_by_a_rival(
     """Whether another commit is re-placing `workload` right now: a site off the lost
     member holds it for a newer generation than its record (`generation`), booked by an
     attempt not in `own`. Deciding it meanwhile would see that booking as taken capacity
-    and could write "nowhere to go" over a move that had room (the rival's)."""
+    and could write "nowhere to go" over a move that had room (the rival's). A takeover's
+    reservation is no rival: a saga (or a drill) may hold it for minutes, and a failover
+    does not wait for it; the saga's cut-over then finds the workload moved."""
     for ledger in ledgers:
         if ledger.member == lost and (not site or ledger.site == site):
             continue
         hold = ledger.holds.get(workload)
-        if hold is not None and hold.generation > generation and hold.attempt not in own:
+        if (hold is not None and hold.generation > generation and hold.attempt not in own
+                and not hold.attempt.startswith(takeover_attempt(""))):
             return True
     return False
 

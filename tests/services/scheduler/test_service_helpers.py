@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from contracts.registry import MemberProfile, Site
 from contracts.resources import Resources
-from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SagaRecord
+from contracts.state import (
+    DownDecision,
+    Hold,
+    PlacementRecord,
+    ReplicaStatus,
+    SagaRecord,
+    SiteLedger,
+)
 from contracts.workload import Assignment, DecisionRecord, WorkloadSpec
 from mesh.state import Entry
 from services.scheduler.reader import FederationState, member_statuses
@@ -20,6 +27,7 @@ from services.scheduler.replace import (
     dark_sites,
     failover_order,
     hit_by,
+    moved_by_a_rival,
     quorum_problem,
     replaced_record,
     split_share,
@@ -203,3 +211,29 @@ def test_federation_state_counts_only_reserving_placements() -> None:
     assert snap.members["amstel"].free["a1"].vcpu == 8
     assert snap.revisions == {"members/amstel": 4}
     assert state.snapshot(NOW.date(), exclude_status=()).members["amstel"].free["a1"].vcpu == 6
+
+
+def _ledger(member: str, site: str, **holds: tuple[int, str]) -> SiteLedger:
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return SiteLedger(member=member, site=site, holds={
+        w: Hold(amount=Resources(vcpu=1), generation=g, attempt=a, since=at)
+        for w, (g, a) in holds.items()})
+
+
+def test_a_workload_another_commit_is_moving_is_left_for_a_re_read():
+    ledgers = [
+        _ledger("dommel", "ehv1", w1=(1, "first"), w2=(1, "first"), w3=(1, "first")),
+        _ledger("amstel", "ams1", w1=(2, "rival"), w2=(2, "mine")),
+        _ledger("zuidas", "rtm1", w3=(2, "takeover:saga-1")),
+    ]
+    rival = [w for w in ("w1", "w2", "w3", "w4")
+             if moved_by_a_rival(ledgers, w, 1, lost="dommel", own={"mine"})]
+    # w2: our own earlier attempt; w3: a takeover's reservation; w4: nobody's.
+    assert rival == ["w1"]
+    # Once the rival's commit is through, the record is at its generation: no rival.
+    assert not moved_by_a_rival(ledgers, "w1", 2, lost="dommel", own=set())
+    # A hold on the lost member itself (its old booking) is never a rival's move...
+    lost_site = [_ledger("dommel", "ehv1", w5=(2, "other"))]
+    assert not moved_by_a_rival(lost_site, "w5", 1, lost="dommel", own=set())
+    # ... unless only another site of that member went dark.
+    assert moved_by_a_rival(lost_site, "w5", 1, lost="dommel", site="ehv2", own=set())
