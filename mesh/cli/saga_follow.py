@@ -78,6 +78,7 @@ class View:
         self.tty = sys.stdout.isatty() if tty is None else tty
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.proposed = False
 
     def __enter__(self) -> View:
         if self.echo and self.tty:
@@ -99,6 +100,11 @@ class View:
             typer.echo(text)
 
     def event(self, event: Event, env: Envelope) -> str | None:
+        if isinstance(event, TakeoverProposed):
+            # The coordinator proposes again while approvals are missing: one line.
+            if self.proposed:
+                return None
+            self.proposed = True
         text = describe(event, env)
         if text is None:
             return None

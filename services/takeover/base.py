@@ -77,6 +77,8 @@ class SagaBase:
     APPROVAL_TIMEOUT_S = 20.0
     # A real takeover waits longer: its approvers' operators must consent first.
     CONSENT_TIMEOUT_S = 3600.0
+    # While approvals are missing, read them from FED and propose again this often.
+    ASK_AGAIN_S = 3.0
     SHADOW_TIMEOUT_S = 30.0
     EXPORT_TIMEOUT_S = 15.0
     VERIFY_TIMEOUT_S = 30.0

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from functools import partial
 from typing import Any
 
@@ -260,23 +261,47 @@ class TakeoverService(LeaseRole, MoveRole, ActorRole):
             await self._publish_step(updated, planned)
         return updated
 
-    async def _propose(self, record: SagaRecord) -> None:
+    async def _propose(self, record: SagaRecord, round_: int = 0) -> None:
         proposal = TakeoverProposed(
             saga=record.saga, member=record.member,
             reason=record.reason,  # type: ignore[arg-type]
             drill=record.drill, plan=record.plan, plan_hash=record.plan_hash,
             quorum=record.quorum,
         )
-        await self.ctx.bus.publish(proposal, msg_id=f"propose-{record.saga}")
+        suffix = f"-{round_}" if round_ else ""
+        await self.ctx.bus.publish(proposal, msg_id=f"propose-{record.saga}{suffix}")
+
+    async def _ask_again(self, record: SagaRecord, round_: int) -> None:
+        """While approvals are missing: read each missing approver's newest stored
+        approval from FED (a delivery lost while a consumer's leader moved must not keep
+        the saga waiting), then propose again (a proposal lost the same way), under a new
+        msg id so that it is stored and delivered anew. Approvers answer a repeat with the
+        same approval (same msg id: stored once)."""
+        missing = [m for m in self.ctx.trust.member_ids()
+                   if m != record.member and m not in record.approvals]
+        for member in missing:
+            found = await self.ctx.bus.last_event(
+                TakeoverApproved.subject(member, record.member))
+            if found is not None and isinstance(found[0], TakeoverApproved) \
+                    and found[0].saga == record.saga:
+                await self._on_approved(found[0], found[1])
+        await self._propose(record, round_)
 
     async def _await_quorum(self, record: SagaRecord) -> SagaRecord | None:
         await self._propose(record)
         saga = record.saga
+        asked, round_ = time.monotonic(), 0
         while True:
             signal = self._signal(saga)
             current = await self._mine(saga)
             if current is None or current.state != "approving":
                 return current
+            if time.monotonic() - asked >= self.ASK_AGAIN_S:
+                asked, round_ = time.monotonic(), round_ + 1
+                await self._ask_again(current, round_)
+                current = await self._mine(saga)
+                if current is None or current.state != "approving":
+                    return current
             count = tally(
                 [Approval(member=m, plan_hash=current.plan_hash) for m in current.approvals],
                 plan_hash=current.plan_hash, target=current.member,

@@ -77,7 +77,9 @@ async def test_drill_of_dommel_passes_and_leaves_the_source_untouched(
         # (never the target), each shadow result signed by its successor, completion.
         await wait_until(lambda: events.of(TakeoverCompleted, saga), what="completed event")
         proposals = events.of(TakeoverProposed, saga)
-        assert [env.member for _, env in proposals] == ["amstel"]
+        # Proposed again (the same plan) only while approvals are missing.
+        assert {env.member for _, env in proposals} == {"amstel"}
+        assert {event.plan_hash for event, _ in proposals} == {record.plan_hash}
         assert sorted(env.member for _, env in events.of(TakeoverApproved, saga)) == [
             "amstel", "zuidas"]
         results = [(e, env) for e, env in events.of(TakeoverStep, saga)
@@ -114,6 +116,35 @@ async def test_drill_of_dommel_passes_and_leaves_the_source_untouched(
         again = await saga_in(bus, saga, FINISHED)
         assert again.steps == record.steps and again.report == record.report
         assert len(events.of(TakeoverStep, saga)) == steps_seen
+
+
+async def test_a_proposal_lost_on_its_way_is_made_again(
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery can be lost (an ack or a pull request on a consumer leader that just
+    stepped down): zuidas drops the first proposal it gets, as if it never came. The
+    coordinator proposes again while approvals are missing, and the drill completes."""
+    async with federation(nats_server.urls, tmp_path / "fed", services=DRILLING) as fed:
+        bus = await fed.bus("amstel")
+        await place_demo(bus, ["rivm-meetdata"])
+        zuidas = takeover_of(fed, "zuidas")
+        real, dropped = zuidas._on_proposed, []
+
+        async def lossy(event: TakeoverProposed, env) -> None:  # type: ignore[no-untyped-def]
+            if not dropped:
+                dropped.append(env.msg_id)
+                return
+            await real(event, env)
+
+        monkeypatch.setattr(zuidas, "_on_proposed", lossy)
+        events = await record_events(bus, TAKEOVER)
+        saga = await request_drill(bus, "dommel")
+        record = await saga_in(bus, saga, FINISHED, timeout=30)
+        assert record.state == "completed", record.report
+        assert sorted(record.approvals) == ["amstel", "zuidas"]
+        assert dropped == [f"propose-{saga}"]
+        proposals = [env.msg_id for _, env in events.of(TakeoverProposed, saga)]
+        assert proposals[0] == f"propose-{saga}" and len(proposals) >= 2
 
 
 async def test_forged_and_bad_approvals_do_not_count(
