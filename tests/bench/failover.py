@@ -103,9 +103,10 @@ async def _async(value):  # type: ignore[no-untyped-def]
 @contextlib.asynccontextmanager
 async def federation(data_dir: Path, *up_args: str) -> AsyncIterator[tuple[Bus, Any]]:
     """`stekker up` in `data_dir`; yields a bus (signing as amstel) and the placements."""
+    up_log = (data_dir.parent / "up.log").open("wb")  # closed in the finally below
     up = await asyncio.create_subprocess_exec(
         *stekker(data_dir, "up", "--no-live", *up_args), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=up_log, stderr=asyncio.subprocess.STDOUT,
     )
     bus = None
     try:
@@ -123,9 +124,21 @@ async def federation(data_dir: Path, *up_args: str) -> AsyncIterator[tuple[Bus, 
         if bus is not None:
             await bus.close()
         up.send_signal(signal.SIGINT)
-        await asyncio.wait_for(up.wait(), timeout=BOUND_S)
-        if KEEP_LOGS and (data_dir / "logs").is_dir():
-            shutil.copytree(data_dir / "logs", Path(KEEP_LOGS) / data_dir.parent.name)
+        try:
+            await asyncio.wait_for(up.wait(), timeout=BOUND_S)
+        except TimeoutError:
+            # Leave nothing running: every recorded process, then `up` itself.
+            print("  stekker up did not stop on Ctrl-C; killing the federation",
+                  file=sys.stderr)
+            await asyncio.to_thread(LocalFederation(data_dir).stop_all, kill=True)
+            up.kill()
+            await up.wait()
+        finally:
+            up_log.close()
+            if KEEP_LOGS and (data_dir / "logs").is_dir():
+                kept = Path(KEEP_LOGS) / data_dir.parent.name
+                shutil.copytree(data_dir / "logs", kept)
+                shutil.copy(data_dir.parent / "up.log", kept / "up.log")
 
 
 async def led_by_victim(bus: Bus) -> list[str]:
@@ -161,13 +174,21 @@ async def measure_failover(
     marks: dict[str, float] = {}
     progress = {"replaced": 0, "bound": 0, "said_at": t0}
 
+    records: dict[str, PlacementRecord] = {}
+    open_keys = set(hit)  # not yet settled elsewhere: only these are read again
+
     async def moved() -> dict[str, PlacementRecord] | None:
         # Batched direct gets, which any surviving replica answers: a scan would need a
         # consumer, whose creation can stall on the dead server (and measure that).
-        records = {k: e.value for k, e in (await placements.get_many(hit)).items()}
+        fresh = await placements.get_many(sorted(open_keys))
+        records.update({k: e.value for k, e in fresh.items()})
         away = [records[k] for k in hit
-                if all(a.member != VICTIM for a in records[k].assignments)]
-        progress["replaced"], progress["bound"] = len(away), sum(map(settled, away))
+                if k in records and all(a.member != VICTIM for a in records[k].assignments)]
+        open_keys.difference_update(k for k in list(open_keys)
+                                    if k in records and settled(records[k])
+                                    and all(a.member != VICTIM
+                                            for a in records[k].assignments))
+        progress["replaced"], progress["bound"] = len(away), len(hit) - len(open_keys)
         now = time.monotonic()
         if now - progress["said_at"] >= 5.0:
             progress["said_at"] = now
@@ -175,12 +196,10 @@ async def measure_failover(
                   f"{progress['bound']} bound", file=sys.stderr)
         if len(away) == len(hit) and "replaced_s" not in marks:
             marks["replaced_s"] = now - t0
-        if len(away) == len(hit) and all(settled(r) for r in away):
-            return records
-        return None
+        return records if not open_keys else None
 
     try:
-        records = await poll(moved, bound_s=BOUND_S + len(hit), every_s=every_s)
+        await poll(moved, bound_s=BOUND_S + len(hit), every_s=every_s)
     except TimeoutError:
         return {"workloads_moved": len(hit), "timed_out_s": round(time.monotonic() - t0),
                 "replaced": progress["replaced"], "bound": progress["bound"]}
@@ -264,7 +283,7 @@ async def scale_round(data_dir: Path, n: int) -> dict[str, Any]:
                      if any(a.member == VICTIM for a in r.assignments))
         led = await led_by_victim(bus)
         killed_at, t0 = await kill_victim(data_dir)
-        figures = await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.2)
+        figures = await measure_failover(bus, placements, hit, killed_at, t0, every_s=0.1)
         return {"workloads": n, "placed_and_running_s": round(submit_s, 1), **figures,
                 "victim_led": led}
 
