@@ -19,6 +19,8 @@ from contracts.workload import (
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadReleased,
+    WorkloadsBound,
+    WorkloadsPlaced,
     WorkloadSubmitted,
 )
 
@@ -30,7 +32,9 @@ MESSAGE_TYPES: dict[str, type[Event]] = {
         Heartbeat,
         WorkloadSubmitted,
         WorkloadPlaced,
+        WorkloadsPlaced,
         WorkloadBound,
+        WorkloadsBound,
         WorkloadFailed,
         WorkloadReleased,
         MemberSuspected,

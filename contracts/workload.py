@@ -173,6 +173,28 @@ class WorkloadPlaced(Event, kw_only=True):
         return self.spec.id
 
 
+class PlacedItem(msgspec.Struct, kw_only=True, frozen=True):
+    """One committed placement inside a `workload.placements.v1`: what a
+    `workload.placed.v1` says of one workload, without an envelope of its own."""
+
+    spec: WorkloadSpec
+    assignments: list[Assignment]
+    generation: int = 1
+    decision: DecisionRecord
+
+
+class WorkloadsPlaced(Event, kw_only=True):
+    DOMAIN: ClassVar[str] = "workload"
+    EVENT: ClassVar[str] = "placements"
+    SUMMARY: ClassVar[str] = (
+        "A scheduler commits a batch of placements (each once, by compare-and-set), "
+        "signed once for all of them."
+    )
+
+    # Each item as a `workload.placed.v1` would carry it; a workload at most once.
+    placements: list[PlacedItem]
+
+
 class WorkloadBound(Event, kw_only=True):
     DOMAIN: ClassVar[str] = "workload"
     EVENT: ClassVar[str] = "bound"
@@ -187,6 +209,27 @@ class WorkloadBound(Event, kw_only=True):
 
     def target(self) -> str:
         return self.workload
+
+
+class BoundItem(msgspec.Struct, kw_only=True, frozen=True):
+    """One replica inside a `workload.bindings.v1`: what a `workload.bound.v1` says."""
+
+    workload: WorkloadId
+    site: str
+    generation: int
+    detail: str = ""
+
+
+class WorkloadsBound(Event, kw_only=True):
+    DOMAIN: ClassVar[str] = "workload"
+    EVENT: ClassVar[str] = "bindings"
+    SUMMARY: ClassVar[str] = (
+        "A member's agent runs its replicas of a batch of placed workloads (its answer to "
+        "a workload.placements.v1), signed once for all of them."
+    )
+
+    driver: str
+    bindings: list[BoundItem]
 
 
 class WorkloadFailed(Event, kw_only=True):

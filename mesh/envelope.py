@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,15 @@ _decoders: dict[type[Event], msgspec.json.Decoder[Any]] = {}
 
 def new_msg_id() -> str:
     return str(uuid_utils.uuid7())
+
+
+def batch_msg_id(prefix: str, keys: Iterable[tuple[str, int]]) -> str:
+    """A deterministic msg id for a message about many items (workload, generation): the
+    same items give the same id, so a publish retried after a lost ack is stored once."""
+    digest = hashlib.sha256()
+    for item, generation in keys:
+        digest.update(f"{item}:{generation}\n".encode())
+    return f"{prefix}-{digest.hexdigest()[:40]}"
 
 
 def format_time(t: dt.datetime) -> str:

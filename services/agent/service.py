@@ -3,8 +3,10 @@
 - heartbeats (`health.heartbeat.v1`, HEALTH stream) every `heartbeat_interval_s`;
 - capacity reports (`registry.capacity.v1`) at start, after changes (at most one per
   `coalesce_s`) and every `capacity_every_s`;
-- a per-member durable consumer `agent-<member>` on `workload.placed` and
-  `workload.released`: every agent sees every placement and acts on its own replicas;
+- a per-member durable consumer `agent-<member>` on `workload.placed`,
+  `workload.placements` (a scheduler's batch) and `workload.released`: every agent sees
+  every placement and acts on its own replicas; it answers a placed event with a
+  `workload.bound`, a batch with one `workload.bindings` for all its replicas in it;
 - at start, a reconcile from `fed_placements` (what a restarted node must run again);
 - backups of each stateful workload's data to `fed_data` at an interval derived from
   its `rpo_seconds` (`services.agent.backup`), so a takeover from a member that is gone
@@ -34,15 +36,19 @@ from contracts.registry import CapacityReported, Heartbeat
 from contracts.state import PlacementRecord, ReplicaState
 from contracts.workload import (
     Assignment,
+    BoundItem,
+    PlacedItem,
     WorkloadBound,
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadReleased,
+    WorkloadsBound,
     WorkloadSpec,
+    WorkloadsPlaced,
 )
 from mesh import layout
 from mesh.bus import Consumer, consumer_health, passing_js_error
-from mesh.envelope import Envelope
+from mesh.envelope import Envelope, batch_msg_id
 from mesh.errors import RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext, cancel_tasks
@@ -76,6 +82,11 @@ class _SpecId(msgspec.Struct):
     id: str = ""
 
 
+class _PlacedTargets(msgspec.Struct):
+    assignments: list[_Names] = []
+    spec: _SpecId = msgspec.field(default_factory=_SpecId)
+
+
 class _Targets(msgspec.Struct):
     """What a placed or released event says about who is concerned; the rest unparsed."""
 
@@ -83,6 +94,7 @@ class _Targets(msgspec.Struct):
     member: str = ""
     workload: str = ""
     spec: _SpecId = msgspec.field(default_factory=_SpecId)
+    placements: list[_PlacedTargets] = []  # a batch: `workload.placements.v1`
 
 
 _targets = msgspec.json.Decoder(_Targets)
@@ -95,12 +107,20 @@ def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) 
     targets = _targets.decode(body)
     if targets.member == me or any(a.member == me for a in targets.assignments):
         return True
+    if any(item.spec.id in running or any(a.member == me for a in item.assignments)
+           for item in targets.placements):
+        return True
     workload = targets.workload or targets.spec.id
     return workload in running
 
 
 def bound_msg_id(workload: str, generation: int, member: str) -> str:
     return f"bound-{workload}-{generation}-{member}"
+
+
+def bindings_msg_id(member: str, items: Sequence[BoundItem]) -> str:
+    """Deterministic for the same bindings: a publish retried after a lost ack is kept once."""
+    return batch_msg_id(f"bindings-{member}", ((i.workload, i.generation) for i in items))
 
 
 def released_msg_id(workload: str, generation: int, member: str) -> str:
@@ -171,7 +191,8 @@ class AgentService:
         # reconcile below; a restarted node resumes its durable where it left off.
         self._consumer = await ctx.bus.consume(
             self._on_event,
-            subjects=[WorkloadPlaced.subject_pattern(), WorkloadReleased.subject_pattern()],
+            subjects=[WorkloadPlaced.subject_pattern(), WorkloadsPlaced.subject_pattern(),
+                      WorkloadReleased.subject_pattern()],
             durable=f"agent-{ctx.member}",
             deliver="new",
             batch=256,
@@ -328,6 +349,8 @@ class AgentService:
         if isinstance(event, WorkloadPlaced):
             await self.apply(event.spec, event.generation, event.assignments,
                              from_event=True)
+        elif isinstance(event, WorkloadsPlaced):
+            await self.apply_many(event.placements)
         elif isinstance(event, WorkloadReleased) and event.member == self.ctx.member:
             me = self.ctx.member
             stopped = await self.release(event.workload, event.generation, cause=event.cause)
@@ -389,55 +412,95 @@ class AgentService:
         *, from_event: bool = False,
     ) -> None:
         """Bring what runs here in line with a placement of `spec` at `generation`
-        (`from_event`: as its signed placed event says, not as read back from KV)."""
+        (`from_event`: as its signed placed event says, not as read back from KV), and
+        say so with a `workload.bound.v1` when it runs here."""
         me = self.ctx.member
         async with self._locks[spec.id]:
-            if generation <= self._released.get(spec.id, 0):
-                log.info("ignoring a released placement", workload=spec.id,
-                         generation=generation)
-                return
-            running = self._running.get(spec.id)
-            local = Local(running[0], running[1].site) if running else None
-            step = plan(me=me, generation=generation, assignments=assignments, local=local,
-                        newest_seen=self._seen.get(spec.id, 0))
-            if step.action == "ignore":
-                if local is not None or step.why != "not assigned here":
-                    log.debug("placement ignored", workload=spec.id, why=step.why)
-                return
-            self._seen[spec.id] = max(self._seen.get(spec.id, 0), generation)
-            if step.action == "stop":
-                await self._stop_local(spec.id)
+            bound = await self._bind(spec, generation, assignments, from_event=from_event)
+            if bound is not None:
                 await self.ctx.bus.publish(
-                    WorkloadReleased(workload=spec.id, member=me, generation=generation,
-                                     cause="moved"),
-                    msg_id=released_msg_id(spec.id, generation, me),
+                    WorkloadBound(workload=bound.workload, site=bound.site,
+                                  generation=bound.generation, driver=self._driver().name,
+                                  detail=bound.detail),
+                    msg_id=bound_msg_id(spec.id, generation, me),
                 )
-                log.info("released a replica that moved away", workload=spec.id,
-                         generation=generation)
-                return
-            assert step.site is not None
-            if step.action == "restart":
-                await self._stop_local(spec.id)
-            if step.action in ("start", "restart"):
-                instance = await self._start(spec, generation, step.site)
-                if instance is None:
-                    return
-            else:  # rebind / confirm: it runs already, on this site
-                assert running is not None
-                instance = running[1]
-            self._running[spec.id] = (generation, instance)
-            restored = self._restores.pop(spec.id, "")
-            await self._note(spec.id, generation, "running", published=from_event,
-                             detail=restored)
+
+    async def apply_many(self, items: Sequence[PlacedItem]) -> None:
+        """`apply` for every placement of a `workload.placements.v1`, as its signed event
+        says, a few at once (one lock per workload keeps each in order); what runs here
+        is said in one `workload.bindings.v1`. A failed item fails the whole message
+        (redelivered: what runs already is confirmed again, idempotently), but only after
+        the others' bindings are out."""
+        gate = asyncio.Semaphore(AGENT_CONCURRENCY)
+
+        async def one(item: PlacedItem) -> BoundItem | None:
+            async with gate, self._locks[item.spec.id]:
+                return await self._bind(item.spec, item.generation, item.assignments,
+                                        from_event=True, quiet=True)
+
+        outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        bound = [o for o in outcomes if isinstance(o, BoundItem)]
+        if bound:
             await self.ctx.bus.publish(
-                WorkloadBound(workload=spec.id, site=step.site, generation=generation,
-                              driver=self._driver().name,
-                              detail=", ".join(p for p in (_detail(instance), restored) if p)),
-                msg_id=bound_msg_id(spec.id, generation, me),
+                WorkloadsBound(driver=self._driver().name, bindings=bound),
+                msg_id=bindings_msg_id(self.ctx.member, bound),
             )
-            if step.action != "confirm":
-                log.info("bound", workload=spec.id, generation=generation, site=step.site,
-                         action=step.action)
+            log.info("bound a batch", replicas=len(bound), placements=len(items))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _bind(
+        self, spec: WorkloadSpec, generation: int, assignments: Sequence[Assignment],
+        *, from_event: bool, quiet: bool = False,
+    ) -> BoundItem | None:
+        """The work of `apply` under the workload's lock: start, restart, rebind, confirm
+        or stop; the replica's note in `fed_placements`. Returns what to say bound, or
+        None when nothing runs here for this placement. `quiet`: no log line per workload
+        (a batch logs once)."""
+        me = self.ctx.member
+        if generation <= self._released.get(spec.id, 0):
+            log.info("ignoring a released placement", workload=spec.id,
+                     generation=generation)
+            return None
+        running = self._running.get(spec.id)
+        local = Local(running[0], running[1].site) if running else None
+        step = plan(me=me, generation=generation, assignments=assignments, local=local,
+                    newest_seen=self._seen.get(spec.id, 0))
+        if step.action == "ignore":
+            if local is not None or step.why != "not assigned here":
+                log.debug("placement ignored", workload=spec.id, why=step.why)
+            return None
+        self._seen[spec.id] = max(self._seen.get(spec.id, 0), generation)
+        if step.action == "stop":
+            await self._stop_local(spec.id)
+            await self.ctx.bus.publish(
+                WorkloadReleased(workload=spec.id, member=me, generation=generation,
+                                 cause="moved"),
+                msg_id=released_msg_id(spec.id, generation, me),
+            )
+            log.info("released a replica that moved away", workload=spec.id,
+                     generation=generation)
+            return None
+        assert step.site is not None
+        if step.action == "restart":
+            await self._stop_local(spec.id)
+        if step.action in ("start", "restart"):
+            instance = await self._start(spec, generation, step.site)
+            if instance is None:
+                return None
+        else:  # rebind / confirm: it runs already, on this site
+            assert running is not None
+            instance = running[1]
+        self._running[spec.id] = (generation, instance)
+        restored = self._restores.pop(spec.id, "")
+        await self._note(spec.id, generation, "running", published=from_event,
+                         detail=restored)
+        if step.action != "confirm" and not quiet:
+            log.info("bound", workload=spec.id, generation=generation, site=step.site,
+                     action=step.action)
+        return BoundItem(workload=spec.id, site=step.site, generation=generation,
+                         detail=", ".join(p for p in (_detail(instance), restored) if p))
 
     async def _start(self, spec: WorkloadSpec, generation: int, site: str) -> Instance | None:
         """Start via the driver; a failure is reported as `workload.failed`, not raised."""

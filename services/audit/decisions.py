@@ -2,7 +2,8 @@
 
 Pure. `DecisionAudit` follows the verified events of FED in order: it keeps the newest
 announced profile of each member and the newest spec of each
-workload; for every `workload.placed.v1` / `workload.failed.v1` it checks the record:
+workload; for every `workload.placed.v1` / `workload.failed.v1`, and every item of a
+`workload.placements.v1` (a scheduler's batch, signed once), it checks the record:
 
 - the chosen members are distinct, no more than the replicas asked for, and the event's
   assignments are the record's choice;
@@ -32,6 +33,7 @@ from contracts.workload import (
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadSpec,
+    WorkloadsPlaced,
     WorkloadSubmitted,
 )
 from services.scheduler.filters import (
@@ -145,6 +147,12 @@ class DecisionAudit:
             if count:
                 self._check(seq, event.spec.id, event.generation, event.decision,
                             spec=event.spec, assignments=event.assignments)
+        elif isinstance(event, WorkloadsPlaced):
+            for item in event.placements:
+                self.specs[item.spec.id] = item.spec
+                if count:
+                    self._check(seq, item.spec.id, item.generation, item.decision,
+                                spec=item.spec, assignments=item.assignments)
         elif isinstance(event, WorkloadFailed) and event.decision is not None and count:
             self._check(seq, event.workload, None, event.decision,
                         spec=self.specs.get(event.workload), assignments=None)

@@ -14,7 +14,10 @@ scheduler in the federation handles each message, another takes over if it dies)
 Publishing happens after the CAS, so a crash in between leaves a record whose
 `published_generation` lags its `generation`; the redelivered message (or the same
 submission sent again) publishes the missing event. Msg ids are deterministic
-(`placed-<id>-<gen>`, `failed-<id>-<gen>`), so JetStream keeps one of each.
+(`placed-<id>-<gen>`, `failed-<id>-<gen>`), so JetStream keeps one of each. A batch of
+new placements is announced together (`announce_many`: `workload.placements.v1`, one
+signature for many; its msg id derived from the items); the one-by-one repair of a
+redelivery announces with `workload.placed.v1`.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SiteLe
 from contracts.workload import (
     Assignment,
     DecisionRecord,
+    PlacedItem,
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadSpec,
+    WorkloadsPlaced,
     WorkloadSubmitted,
 )
 from mesh import layout
 from mesh.bus import Consumer, passing_js_error
-from mesh.envelope import Envelope
+from mesh.envelope import Envelope, batch_msg_id
 from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
@@ -51,6 +56,7 @@ from mesh.state import Bucket, Entry, bucket
 from services.failover.decisions import down_key
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
+from services.scheduler.batching import placed_chunks
 from services.scheduler.booking import (
     Booking,
     NotBooked,
@@ -195,6 +201,59 @@ async def announce(
                 await placements.update(key, marked, revision)
                 return
     await placements.modify(key, mark)
+
+
+def placements_msg_id(items: Sequence[PlacedItem]) -> str:
+    return batch_msg_id("placements", ((i.spec.id, i.generation) for i in items))
+
+
+async def announce_many(
+    bus: Any, placements: Bucket[PlacementRecord],
+    committed: Sequence[tuple[str, PlacementRecord, int]],
+) -> list[Exception | None]:
+    """`announce` for many records just committed, (key, record, revision) each: the
+    placed ones in as few `workload.placements.v1` as their size allows (their notes
+    left to the agents, as `announce(note=False)`), a lone one as `workload.placed.v1`;
+    the unplaceable ones each as `workload.failed.v1`, noted. Returns per record None
+    (announced) or the error its announcement failed with (a redelivered submission
+    announces a committed record again, one by one: `place`).
+
+    For every path that commits many placements at once (new ones; failover and
+    recovery moves could use it too)."""
+    results: list[Exception | None] = [None] * len(committed)
+    items: list[PlacedItem] = []
+    position: dict[str, int] = {}
+    singles: list[int] = []
+    for i, (key, record, _) in enumerate(committed):
+        if record.state == "unplaceable" or not record.assignments or record.decision is None:
+            singles.append(i)
+            continue
+        position[key] = i
+        items.append(PlacedItem(spec=record.spec, assignments=list(record.assignments),
+                                generation=record.generation, decision=record.decision))
+
+    async def one(index: int) -> None:
+        key, record, revision = committed[index]
+        await announce(bus, placements, key, record, revision=revision,
+                       note=record.state == "unplaceable" or not record.assignments)
+
+    async def chunk(part: list[PlacedItem]) -> None:
+        if len(part) == 1:
+            await one(position[part[0].spec.id])
+        else:
+            await bus.publish(WorkloadsPlaced(placements=part), msg_id=placements_msg_id(part))
+
+    parts = placed_chunks(items) if len(items) > 1 else [items] if items else []
+    outcomes = await asyncio.gather(*(chunk(p) for p in parts),
+                                    *(one(i) for i in singles), return_exceptions=True)
+    for part, outcome in zip(parts, outcomes, strict=False):
+        if isinstance(outcome, Exception):
+            for item in part:
+                results[position[item.spec.id]] = outcome
+    for i, outcome in zip(singles, outcomes[len(parts):], strict=True):
+        if isinstance(outcome, Exception):
+            results[i] = outcome
+    return results
 
 
 class SchedulerService:
@@ -435,11 +494,9 @@ class SchedulerService:
                 created.append((i, outcome))
         if free:
             await unbook_many(self.ledgers, self.live.state, dict(free), attempt=attempt)
-        announced = await asyncio.gather(
-            *(self._announce(items[i].spec.id, records[i], revision=revision,
-                             note=records[i].state == "unplaceable")
-              for i, revision in created),
-            return_exceptions=True)
+        announced = await announce_many(
+            self.ctx.bus, self.placements,
+            [(items[i].spec.id, records[i], revision) for i, revision in created])
         for (i, _), failure in zip(created, announced, strict=True):
             if isinstance(failure, Exception):
                 results[i] = failure  # redelivered: the committed record is announced then

@@ -38,6 +38,26 @@ def _placed(d: Data) -> str:
     return f"gen {d.get('generation')} → {where or 'nowhere'}"
 
 
+def _first(parts: list[str], total: int) -> str:
+    """The first few of many, then how many more (the line is cut at MAX_SUMMARY)."""
+    more = f" +{total - len(parts)}" if total > len(parts) else ""
+    return ", ".join(parts) + more
+
+
+def _placements(d: Data) -> str:
+    items = d.get("placements", [])
+    where = [f"{(i.get('spec') or {}).get('id')}→" + ",".join(
+        f"{a.get('member')}/{a.get('site')}" for a in i.get("assignments", []))
+        for i in items[:3]]
+    return f"{len(items)} placement(s): {_first(where, len(items))}"
+
+
+def _bindings(d: Data) -> str:
+    items = d.get("bindings", [])
+    where = [f"{i.get('workload')}@{i.get('site')}" for i in items[:3]]
+    return f"{len(items)} replica(s) driver={d.get('driver')}: {_first(where, len(items))}"
+
+
 def _takeover(d: Data) -> str:
     parts = [f"saga {d.get('saga')}"]
     for key in ("reason", "step", "status", "workload", "passed"):
@@ -55,6 +75,8 @@ SUMMARIES: dict[str, Callable[[Data], str]] = {
         f"criticality={d.get('spec', {}).get('criticality')}"
     ),
     "workload.placed.v1": _placed,
+    "workload.placements.v1": _placements,
+    "workload.bindings.v1": _bindings,
     "workload.bound.v1": lambda d: (
         f"site={d.get('site')} gen {d.get('generation')} driver={d.get('driver')}"
         + (f" ({d['detail']})" if d.get("detail") else "")

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from contracts.resources import Resources  # noqa: E402
 from contracts.state import MemberRecord, PlacementRecord  # noqa: E402
-from contracts.workload import WorkloadBound, WorkloadSpec, WorkloadSubmitted  # noqa: E402
+from contracts.workload import (  # noqa: E402
+    WorkloadBound,
+    WorkloadsBound,
+    WorkloadSpec,
+    WorkloadSubmitted,
+)
 from mesh import layout  # noqa: E402
 from mesh.bus import Bus  # noqa: E402
 from mesh.keys import load_identity  # noqa: E402
@@ -49,6 +55,17 @@ WORKLOADS = int(os.environ.get("STEKKER_BENCH_WORKLOADS", "2000"))
 DURABLE = os.environ.get("STEKKER_BENCH_DURABLE", "1") != "0"
 REPLICAS = 3 if DURABLE else 1
 SUBMITTERS = 256
+
+
+class _Binding(msgspec.Struct):
+    workload: str
+
+
+class _Bindings(msgspec.Struct):
+    bindings: list[_Binding]
+
+
+_bindings = msgspec.json.Decoder(_Bindings)
 
 
 def spec(i: int) -> WorkloadSpec:
@@ -97,17 +114,22 @@ async def run(data_dir: Path, urls: list[str]) -> dict[str, object]:
             return len(await members.keys()) >= len(MEMBERS)
 
         await wait_until(all_members, timeout=120, what="every member's profile")
-        # Bound = an agent runs the replica and said so (`workload.bound`), counted on the
-        # raw subject: checking signatures here would load this process, not the nodes.
+        # Bound = an agent runs the replica and said so (`workload.bound`, or its item in
+        # a `workload.bindings`, the answer to a batch), counted on the raw subject and
+        # body: checking signatures here would load this process, not the nodes.
         bound: set[str] = set()
         done = asyncio.Event()
 
         async def on_bound(msg) -> None:  # type: ignore[no-untyped-def]
-            bound.add(msg.subject.rsplit(".", 1)[-1])
+            if msg.subject.startswith(WorkloadsBound.subject_pattern()[:-1]):
+                bound.update(b.workload for b in _bindings.decode(msg.data).bindings)
+            else:
+                bound.add(msg.subject.rsplit(".", 1)[-1])
             if len(bound) >= WORKLOADS:
                 done.set()
 
-        sub = await bus.nc.subscribe(WorkloadBound.subject_pattern(), cb=on_bound)
+        subs = [await bus.nc.subscribe(WorkloadBound.subject_pattern(), cb=on_bound),
+                await bus.nc.subscribe(WorkloadsBound.subject_pattern(), cb=on_bound)]
         gate = asyncio.Semaphore(SUBMITTERS)
 
         async def submit(i: int) -> None:
@@ -119,7 +141,8 @@ async def run(data_dir: Path, urls: list[str]) -> dict[str, object]:
         submitted_s = time.monotonic() - start
         await asyncio.wait_for(done.wait(), timeout=900)
         elapsed = time.monotonic() - start
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
         placements = await bucket(bus, layout.KV_PLACEMENTS, PlacementRecord)
 
         async def all_running() -> bool:

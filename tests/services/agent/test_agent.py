@@ -7,19 +7,25 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import msgspec
+
 from contracts.registry import CapacityReported
 from contracts.resources import Resources
 from contracts.state import PlacementRecord, ReplicaStatus
 from contracts.workload import (
     Assignment,
     DecisionRecord,
+    PlacedItem,
     WorkloadBound,
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadReleased,
+    WorkloadsBound,
     WorkloadSpec,
+    WorkloadsPlaced,
 )
 from mesh.server import NatsCluster
+from services.agent.service import concerns
 from support import federation, wait_until
 from support_workloads import agent_of, placements
 
@@ -30,6 +36,11 @@ NOW = dt.datetime.now(dt.UTC)
 def spec(id: str, vcpu: float = 2) -> WorkloadSpec:
     return WorkloadSpec(id=id, tenant="conformance",
                         resources=Resources(vcpu=vcpu, memory_gib=4, storage_gib=10))
+
+
+def item(event: WorkloadPlaced) -> PlacedItem:
+    return PlacedItem(spec=event.spec, assignments=event.assignments,
+                      generation=event.generation, decision=event.decision)
 
 
 def placed(wl: WorkloadSpec, generation: int, *where: tuple[str, str]) -> WorkloadPlaced:
@@ -89,6 +100,55 @@ async def test_agent_follows_signed_placements_without_a_record(
         )
         assert isinstance(report[0], CapacityReported)
         assert {s.site for s in report[0].sites} == {s.id for s in fed.profiles["zuidas"].sites}
+
+
+def test_an_agent_reads_a_batch_when_it_names_it_or_moves_what_runs_here() -> None:
+    def body(*items: tuple[str, str]) -> bytes:
+        return msgspec.json.encode(WorkloadsPlaced(placements=[
+            item(placed(spec(wl), 1, (member, "s1"))) for wl, member in items]))
+
+    assert concerns("amstel", {}, "s", body(("a", "zuidas"), ("b", "amstel")))
+    assert not concerns("amstel", {}, "s", body(("a", "zuidas"), ("b", "dommel")))
+    # A workload running here placed elsewhere: amstel must stop it.
+    assert concerns("amstel", {"a": object()}, "s", body(("a", "zuidas")))
+
+
+async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
+        bus = await fed.bus("dommel")
+        kv = await placements(bus)
+        specs = [spec(f"batch-{n}", vcpu=0.5) for n in range(6)]
+        where = [("amstel", "ams1"), ("zuidas", "gro1")]
+        events = [placed(s, 1, where[n % 2]) for n, s in enumerate(specs)]
+        # One of them has a record: the agent notes its replica there.
+        await kv.create(specs[0].id, PlacementRecord(
+            spec=specs[0], state="placed", generation=1, assignments=events[0].assignments,
+            replicas=[ReplicaStatus(member="amstel", site="ams1")]))
+        await bus.publish(WorkloadsPlaced(placements=[item(e) for e in events]))
+
+        for member in ("amstel", "zuidas"):
+            answer = await wait_until(
+                lambda m=member: bus.last_event(WorkloadsBound.subject(m)),  # type: ignore[misc]
+                what=f"{member}'s bindings")
+            bindings = answer[0]
+            assert isinstance(bindings, WorkloadsBound) and bindings.driver == "sim"
+            mine = {e.spec.id: e.assignments[0].site for e in events
+                    if e.assignments[0].member == member}
+            assert {b.workload: b.site for b in bindings.bindings} == mine
+            assert all(b.generation == 1 for b in bindings.bindings)
+            assert set(agent_of(fed, member).instances) == set(mine)
+            assert answer[1].msg_id.startswith(f"bindings-{member}-")
+        entry = await wait_until(lambda: kv.get(specs[0].id), what="record")
+
+        async def noted() -> bool:
+            got = await kv.get(specs[0].id)
+            return got is not None and got.value.state == "running"
+
+        await wait_until(noted, what="record says running")
+        entry = await kv.get(specs[0].id)
+        assert entry is not None and entry.value.published_generation == 1
 
 
 async def test_driver_failure_is_reported_not_fatal(

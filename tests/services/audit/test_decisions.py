@@ -7,8 +7,9 @@ import datetime as dt
 
 import msgspec
 
-from contracts.workload import Assignment
-from services.audit.decisions import check_decision
+from contracts.registry import MemberAnnounced
+from contracts.workload import Assignment, PlacedItem, WorkloadsPlaced
+from services.audit.decisions import DecisionAudit, check_decision
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
 from services.scheduler.verdicts import record_verdicts
@@ -38,3 +39,30 @@ def test_honest_records_hold_and_broken_ones_do_not() -> None:
 
     unknown = check_decision(honest, spec=spec, assignments=None, profiles={})
     assert any("announced no profile" in p for p in unknown)
+
+
+def test_every_item_of_a_batch_is_checked() -> None:
+    """A `workload.placements.v1` is checked item by item, like that many placed events."""
+    profiles = {p.id: p for p in demo_profiles()}
+    audit = DecisionAudit()
+    for seq, profile in enumerate(profiles.values(), start=1):
+        audit.feed(seq, MemberAnnounced(profile=profile))
+    snapshot = snapshot_of(profiles, today=NOW.date())
+    items = []
+    for name in ("kadaster-kaartviewer", "rvig-brp-kern"):
+        spec = demo_spec(name)
+        decision = decide(spec, snapshot, decided_by="amstel", now=NOW)
+        items.append(PlacedItem(spec=spec, assignments=list(decision.chosen),
+                                decision=decision))
+    audit.feed(10, WorkloadsPlaced(placements=items))
+    assert audit.checked == 2 and audit.mismatches == []
+
+    # One item whose event says another choice than its record: found, by its workload.
+    lying = msgspec.structs.replace(items[1], assignments=[Assignment(member="x", site="y")])
+    audit.feed(11, WorkloadsPlaced(placements=[items[0], lying]))
+    assert audit.checked == 4
+    assert [(m.seq, m.workload) for m in audit.mismatches] == [(11, "rvig-brp-kern")]
+    assert "differ from the record's choice" in audit.mismatches[0].problem
+    # Not counted (before --since): the specs are still learnt, nothing is checked.
+    audit.feed(12, WorkloadsPlaced(placements=items), count=False)
+    assert audit.checked == 4

@@ -15,6 +15,7 @@ from contracts.workload import WorkloadSubmitted
 from mesh import layout
 from mesh.server import NatsCluster
 from mesh.state import bucket
+from services.audit.replay import Auditor
 from services.scheduler.janitor import sweep
 from services.scheduler.ledger import ledger_key, total
 from services.scheduler.reader import read_state
@@ -78,6 +79,15 @@ async def test_a_burst_is_placed_once_each_and_the_live_view_matches_a_full_read
             return True
 
         await wait_until(same_view, timeout=30, what="live views equal to a full read")
+
+        # Announced in batches (`workload.placements.v1`, or a lone `workload.placed.v1`):
+        # replaying FED, every signature holds and each decision is recomputed once.
+        auditor = Auditor()
+        async for message in bus.read_stream():
+            auditor.feed(message)
+        report = auditor.finish()
+        assert report.signature_failures == [] and report.mismatches == []
+        assert report.decisions == BURST
 
 
 async def test_the_janitor_frees_only_holds_no_placement_accounts_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 
@@ -12,7 +13,16 @@ from contracts.failover import MemberDown
 from contracts.iam import Roster, RosterBody, RosterPublished
 from contracts.resources import Resources
 from contracts.security import SecurityViolation
-from contracts.workload import Assignment, DecisionRecord, WorkloadPlaced, WorkloadSpec
+from contracts.workload import (
+    Assignment,
+    BoundItem,
+    DecisionRecord,
+    PlacedItem,
+    WorkloadPlaced,
+    WorkloadsBound,
+    WorkloadSpec,
+    WorkloadsPlaced,
+)
 from mesh.envelope import Envelope, parse_time
 from services.soc.cloudevents import (
     InvalidCloudEvent,
@@ -131,6 +141,17 @@ def test_readable_line() -> None:
     assert (severity, kind, source, subject) == ("info", "workload.placed.v1", "dommel", "wl-a")
     assert time == "2030-05-06T07:08:09.123Z"
     assert summary == "gen 1 → amstel/ams-1"
+    one = placed()
+    batch = WorkloadsPlaced(placements=[
+        PlacedItem(spec=msgspec.structs.replace(one.spec, id=f"wl-{n}"),
+                   assignments=one.assignments, decision=one.decision) for n in range(5)])
+    ce = to_dict(build(batch, envelope(batch), severity="info"))
+    assert data_summary(ce) == ("5 placement(s): wl-0→amstel/ams-1, wl-1→amstel/ams-1, "
+                                "wl-2→amstel/ams-1 +2")
+    bindings = WorkloadsBound(driver="sim", bindings=[
+        BoundItem(workload="wl-0", site="ams-1", generation=1)])
+    ce = to_dict(build(bindings, envelope(bindings), severity="info"))
+    assert data_summary(ce) == "1 replica(s) driver=sim: wl-0@ams-1"
     violation = SecurityViolation(reason="bad_signature", offending_subject="s",
                                   claimed_member="amstel", msg_id="m1")
     ce = to_dict(build(violation, envelope(violation), severity="high"))

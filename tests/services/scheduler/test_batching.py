@@ -1,0 +1,123 @@
+"""Many placements in few messages: split by size and count, ids that repeat for the
+same items, and `announce_many` (a lone placement as `workload.placed.v1`, the rest in
+`workload.placements.v1`, the unplaceable each as `workload.failed.v1`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from contracts.resources import Resources
+from contracts.state import PlacementRecord
+from contracts.workload import (
+    Assignment,
+    DecisionRecord,
+    PlacedItem,
+    WorkloadFailed,
+    WorkloadPlaced,
+    WorkloadSpec,
+    WorkloadsPlaced,
+)
+from mesh.envelope import batch_msg_id
+from services.scheduler.batching import MAX_BATCH_BYTES, chunks_by_size, placed_chunks
+from services.scheduler.service import announce_many, placements_msg_id
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+def item(n: int, detail: str = "") -> PlacedItem:
+    spec = WorkloadSpec(id=f"wl-{n:04d}", tenant="t", resources=Resources(vcpu=1),
+                        description=detail)
+    chosen = [Assignment(member="amstel", site="ams1")]
+    return PlacedItem(spec=spec, assignments=chosen, decision=DecisionRecord(
+        workload=spec.id, decided_by="amstel", decided_at=NOW, chosen=chosen))
+
+
+def test_chunks_keep_order_and_respect_size_and_count() -> None:
+    assert chunks_by_size([]) == []
+    assert chunks_by_size([10, 10, 10], limit=1000) == [range(0, 3)]
+    # 64 bytes of envelope, then size + 1 per item: 400 + 400 fit 1000, a third does not.
+    assert chunks_by_size([400, 400, 400], limit=1000) == [range(0, 2), range(2, 3)]
+    assert chunks_by_size([10] * 5, limit=1000, max_items=2) == [
+        range(0, 2), range(2, 4), range(4, 5)]
+    # An item over the limit travels alone (announced as a single event).
+    assert chunks_by_size([10, 5000, 10], limit=1000) == [
+        range(0, 1), range(1, 2), range(2, 3)]
+
+
+def test_placed_chunks_fit_one_message_each() -> None:
+    items = [item(n, detail="x" * 4000) for n in range(200)]
+    parts = placed_chunks(items)
+    assert [i for part in parts for i in part] == items
+    assert len(parts) > 1
+    for part in parts:
+        body = msgspec.json.encode(WorkloadsPlaced(placements=part))
+        assert len(body) <= MAX_BATCH_BYTES
+
+
+def test_batch_ids_repeat_for_the_same_items_only() -> None:
+    a, b = [item(1), item(2)], [item(1), item(3)]
+    assert placements_msg_id(a) == placements_msg_id(list(a))
+    assert placements_msg_id(a) != placements_msg_id(b)
+    assert placements_msg_id(a).startswith("placements-")
+    assert batch_msg_id("x", [("w", 1)]) != batch_msg_id("x", [("w", 2)])
+
+
+class _Bus:
+    """Records what would be published; fails the publishes `fail` says."""
+
+    def __init__(self, fail: type[Any] | None = None) -> None:
+        self.sent: list[tuple[Any, str | None]] = []
+        self.fail = fail
+
+    async def publish(self, event: Any, *, msg_id: str | None = None) -> int:
+        if self.fail is not None and isinstance(event, self.fail):
+            raise ConnectionError("gone")
+        self.sent.append((event, msg_id))
+        return len(self.sent)
+
+
+class _Placements:
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+
+    async def update(self, key: str, value: PlacementRecord, revision: int) -> int:
+        self.updates.append(key)
+        return revision + 1
+
+
+def record(n: int, *, placed: bool = True) -> tuple[str, PlacementRecord, int]:
+    i = item(n)
+    return i.spec.id, PlacementRecord(
+        spec=i.spec, state="placed" if placed else "unplaceable", generation=1,
+        assignments=list(i.assignments) if placed else [], decision=i.decision), 7
+
+
+async def test_announce_many_batches_placed_and_fails_the_unplaceable_one_by_one() -> None:
+    bus, kv = _Bus(), _Placements()
+    committed = [record(1), record(2, placed=False), record(3), record(4)]
+    results = await announce_many(bus, kv, committed)  # type: ignore[arg-type]
+    assert results == [None] * 4
+    kinds = sorted(type(e).__name__ for e, _ in bus.sent)
+    assert kinds == ["WorkloadFailed", "WorkloadsPlaced"]
+    batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
+    assert [i.spec.id for i in batch.placements] == ["wl-0001", "wl-0003", "wl-0004"]
+    failed = next((e, m) for e, m in bus.sent if isinstance(e, WorkloadFailed))
+    assert failed[1] == "failed-wl-0002-1"
+    # A placed record's note is left to the agents; the unplaceable one is noted here.
+    assert kv.updates == ["wl-0002"]
+
+
+async def test_a_lone_placement_is_a_placed_event_and_failures_are_per_record() -> None:
+    bus = _Bus()
+    results = await announce_many(bus, _Placements(), [record(1)])  # type: ignore[arg-type]
+    assert results == [None]
+    assert [(type(e), m) for e, m in bus.sent] == [(WorkloadPlaced, "placed-wl-0001-1")]
+
+    failing = _Bus(fail=WorkloadsPlaced)
+    results = await announce_many(failing, _Placements(),  # type: ignore[arg-type]
+                                  [record(1), record(2, placed=False), record(3)])
+    assert isinstance(results[0], ConnectionError) and isinstance(results[2], ConnectionError)
+    assert results[1] is None
