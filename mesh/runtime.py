@@ -22,6 +22,7 @@ import msgspec
 from contracts.registry import MemberProfile
 from mesh.bus import Bus
 from mesh.keys import Identity
+from mesh.loop import freeze_gc
 from mesh.observability import logger, setup
 from mesh.trust import TrustStore
 
@@ -141,6 +142,7 @@ async def run_until_signalled(node: Node) -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await node.start()
+        freeze_gc()  # what the start made lives as long as the node
         log.info("node running", member=node.ctx.member,
                  services=[s.name for s in node.services])
         await stop.wait()

@@ -195,13 +195,15 @@ class Bucket(Generic[T]):
     async def watch(
         self, callback: Callable[[Entry[T] | None, str], Awaitable[None]],
         *, on_ready: Callable[[], None] | None = None, keys: str = ">",
+        wanted: Callable[[str, int], bool] | None = None,
     ) -> asyncio.Task[None]:
         """Call back on every entry (the initial values, then changes) until cancelled.
 
         The callback gets (entry, key); entry is None when the key was deleted.
         `on_ready` is called once the watcher says the initial values are through (on a
         cluster it may say so early: later entries still arrive, see `_items`). `keys`
-        filters the keys as in `items`.
+        filters the keys as in `items`. `wanted(key, revision)` False skips an entry
+        before its value is decoded (one the caller holds already, e.g. its own write).
         """
         watcher = await self.kv.watch(keys)
 
@@ -214,6 +216,8 @@ class Bucket(Generic[T]):
                         continue
                     if entry.operation in ("DEL", "PURGE") or not entry.value:
                         await callback(None, entry.key)
+                        continue
+                    if wanted is not None and not wanted(entry.key, entry.revision or 0):
                         continue
                     try:
                         value = self._decode(entry.key, entry.value)

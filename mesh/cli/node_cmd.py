@@ -6,13 +6,13 @@ member's config file (`--config`), else from `NodeSettings`' defaults.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import typer
 
+from mesh import loop
 from mesh.bus import Bus
 from mesh.cli import common
 from mesh.errors import ConfigError, MeshError
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                                 require_tokens=require_tokens, **failover)  # type: ignore[arg-type]
         names = [s.strip() for s in services.split(",")] if services else None
         try:
-            asyncio.run(_run(member, config, names, settings))
+            loop.run(_run(member, config, names, settings))
         except MeshError as exc:
             common.fail(str(exc))
         except KeyboardInterrupt:
@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
         settings = NodeSettings(driver=driver, require_tokens=require_tokens,
                                 **failover)  # type: ignore[arg-type]
         try:
-            asyncio.run(_run(member, config, [name], settings))
+            loop.run(_run(member, config, [name], settings))
         except MeshError as exc:
             common.fail(str(exc))
         except KeyboardInterrupt:

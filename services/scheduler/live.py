@@ -104,8 +104,13 @@ class LiveState:
             kv = await bucket(self.bus, name, record)
             # fed_sagas: the saga records only, not their workloads' progress records.
             keys = layout.SAGA_KEYS if name == layout.KV_SAGAS else ">"
+            # A ledger this view holds at that revision already (its own commit's write,
+            # applied when it was made) is not decoded again: ledgers grow with the
+            # workloads they hold.
+            wanted = self._ledger_wanted if name == layout.KV_RESERVATIONS else None
             self._tasks.append(await kv.watch(self._applier(apply), keys=keys,
-                                              on_ready=self._ready_callback(name)))
+                                              on_ready=self._ready_callback(name),
+                                              wanted=wanted))
         # The watcher's end-of-initial-values marker can come early on a cluster; the
         # members' profiles decide what is feasible at all, so they are also read whole.
         members = await bucket(self.bus, layout.KV_MEMBERS, MemberRecord)
@@ -190,6 +195,10 @@ class LiveState:
         else:
             self._sagas[key] = entry
         self.structure += 1
+
+    def _ledger_wanted(self, key: str, revision: int) -> bool:
+        held = self.state.ledgers.get(key)
+        return held is None or revision > held.revision
 
     def _on_ledger(self, entry: Entry[SiteLedger] | None, key: str) -> None:
         self.note_ledger(key, entry)

@@ -7,8 +7,10 @@ workloads are submitted by 256 concurrent tenants' publishes; the clock stops wh
 N-th distinct workload has a `workload.bound` (an agent runs its replica), and every
 placement record is then checked to say `running`.
 
-STEKKER_BENCH_WORKLOADS (default 2000) sets N. Issue 3's target is >= 1,000 workloads/s
-on a 2-core machine; the nodes, the three nats-servers and this submitter share them.
+STEKKER_BENCH_WORKLOADS (default 2000) sets N; STEKKER_BENCH_PROFILE (a folder) runs
+each node under cProfile; STEKKER_BENCH_KEEP_LOGS (a folder) keeps the nodes' logs.
+Issue 3's target is >= 1,000 workloads/s on a 2-core machine; the nodes, the three
+nats-servers and this submitter share them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +197,11 @@ def main() -> None:
                 after = cpu_seconds(watched)
         finally:
             cluster.stop()
+            keep = os.environ.get("STEKKER_BENCH_KEEP_LOGS")  # a folder: the nodes' logs
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                for log in (root / "fed").glob("*.log"):
+                    shutil.copy(log, Path(keep) / log.name)
     # Where the two cores went during the run (CPU seconds, user + system).
     result["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}  # type: ignore[assignment]
     print(json.dumps({

@@ -145,6 +145,39 @@ async def test_kv_compare_and_set(nats_server: NatsCluster) -> None:
         await bus.close()
 
 
+async def test_a_watch_skips_what_its_caller_holds_before_decoding(
+    nats_server: NatsCluster,
+) -> None:
+    bus = await Bus.connect(nats_server.urls)
+    try:
+        await bus.provision(1)
+        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
+        record = DownDecision(member="x", state="down", epoch=1, declared_by="a",
+                              declared_at=NOW)
+        held = {"down.x": await decisions.create("down.x", record)}  # our own write
+        await decisions.create("down.y", record)
+        seen: list[tuple[str, int]] = []
+        asked: list[tuple[str, int]] = []
+
+        def wanted(key: str, revision: int) -> bool:
+            asked.append((key, revision))
+            return revision > held.get(key, 0)
+
+        async def note(entry, key: str) -> None:  # type: ignore[no-untyped-def]
+            seen.append((key, entry.revision))
+
+        task = await decisions.watch(note, wanted=wanted)
+        try:
+            later = await decisions.update("down.x", record, held["down.x"])
+            await wait_until(lambda: ("down.x", later) in seen, what="the newer write")
+            assert [k for k, _ in seen] == ["down.y", "down.x"]
+            assert ("down.x", held["down.x"]) in asked
+        finally:
+            task.cancel()
+    finally:
+        await bus.close()
+
+
 async def test_cluster_replicates_state(tmp_path: Path, nats_cluster: NatsCluster,
                                         identities: dict[str, Identity]) -> None:
     bus = await Bus.connect(nats_cluster.urls)
