@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -38,12 +38,18 @@ class Identity:
 
     member: str
     private: Ed25519PrivateKey
+    # Derived once: every signed message names the key (`Fed-Key`).
+    _public_raw: bytes = field(init=False, repr=False, compare=False)
+    _key_id: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_public_raw", self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+        object.__setattr__(self, "_key_id", key_id_of(self._public_raw))
 
     @property
     def public_raw(self) -> bytes:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        return self._public_raw
 
     @property
     def public_b64(self) -> str:
@@ -51,7 +57,7 @@ class Identity:
 
     @property
     def key_id(self) -> str:
-        return key_id_of(self.public_raw)
+        return self._key_id
 
     def sign(self, payload: bytes) -> str:
         return base64.b64encode(self.private.sign(payload)).decode()

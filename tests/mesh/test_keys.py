@@ -44,3 +44,16 @@ def test_missing_and_garbage_keys_give_clear_errors(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="not a PEM private key"):
         load_identity(tmp_path, "broken")
+
+
+def test_the_key_id_is_derived_once_and_names_the_public_key() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from mesh.keys import Identity, key_id_of
+
+    identity = Identity.generate("amstel")
+    raw = identity.private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                     serialization.PublicFormat.Raw)
+    assert identity.public_raw == raw and identity.key_id == key_id_of(raw)
+    assert Identity(identity.member, identity.private) == identity
+    assert "_key_id" not in repr(identity)
