@@ -181,6 +181,14 @@ class PlacedItem(msgspec.Struct, kw_only=True, frozen=True):
     assignments: list[Assignment]
     generation: int = 1
     decision: DecisionRecord
+    # The `fed_placements` record this commit created: who submitted the workload and
+    # when (the submission's signer and Fed-Time), the record's revision and the sha256
+    # of its JSON. An agent rebuilds the record from the item and, when the digest
+    # matches, notes its replica at that revision without reading it first. Empty: read.
+    submitted_by: str = ""
+    submitted_at: dt.datetime | None = None
+    record_revision: int = 0
+    record_sha256: str = ""
 
 
 class WorkloadsPlaced(Event, kw_only=True):

@@ -49,7 +49,7 @@ from contracts.workload import (
 from mesh import layout
 from mesh.bus import Consumer, consumer_health, passing_js_error
 from mesh.envelope import Envelope, batch_msg_id
-from mesh.errors import RetryableError
+from mesh.errors import CasConflict, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext, cancel_tasks
 from mesh.state import Bucket, bucket
@@ -57,6 +57,7 @@ from services.agent import backup
 from services.agent.drivers.base import Driver, DriverError, Instance
 from services.agent.drivers.factory import make_driver
 from services.agent.reconcile import Local, plan, site_usage, with_replica_state
+from services.scheduler.records import rebuilt
 
 log = logger("services.agent")
 
@@ -436,7 +437,7 @@ class AgentService:
         async def one(item: PlacedItem) -> BoundItem | None:
             async with gate, self._locks[item.spec.id]:
                 return await self._bind(item.spec, item.generation, item.assignments,
-                                        from_event=True, quiet=True)
+                                        from_event=True, quiet=True, record=item)
 
         outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
         bound = [o for o in outcomes if isinstance(o, BoundItem)]
@@ -452,12 +453,13 @@ class AgentService:
 
     async def _bind(
         self, spec: WorkloadSpec, generation: int, assignments: Sequence[Assignment],
-        *, from_event: bool, quiet: bool = False,
+        *, from_event: bool, quiet: bool = False, record: PlacedItem | None = None,
     ) -> BoundItem | None:
         """The work of `apply` under the workload's lock: start, restart, rebind, confirm
         or stop; the replica's note in `fed_placements`. Returns what to say bound, or
         None when nothing runs here for this placement. `quiet`: no log line per workload
-        (a batch logs once)."""
+        (a batch logs once). `record`: a batch's item, which may say what the record is
+        (`services.scheduler.records.rebuilt`), so the note need not read it first."""
         me = self.ctx.member
         if generation <= self._released.get(spec.id, 0):
             log.info("ignoring a released placement", workload=spec.id,
@@ -495,7 +497,8 @@ class AgentService:
         self._running[spec.id] = (generation, instance)
         restored = self._restores.pop(spec.id, "")
         await self._note(spec.id, generation, "running", published=from_event,
-                         detail=restored)
+                         detail=restored,
+                         known=rebuilt(record) if step.action == "start" and record else None)
         if step.action != "confirm" and not quiet:
             log.info("bound", workload=spec.id, generation=generation, site=step.site,
                      action=step.action)
@@ -597,18 +600,28 @@ class AgentService:
 
     async def _note(
         self, workload: str, generation: int, state: ReplicaState, detail: str = "",
-        *, published: bool = False,
+        *, published: bool = False, known: tuple[PlacementRecord, int] | None = None,
     ) -> None:
-        """Record this replica's state in `fed_placements/<workload>`, if it exists."""
+        """Record this replica's state in `fed_placements/<workload>`, if it exists.
+        `known`: the record and its revision as the scheduler created it; written at that
+        revision without a read, unless someone wrote it since (then read, as always)."""
         assert self._placements is not None
         now = dt.datetime.now(dt.UTC)
         member = self.ctx.member
-        await self._placements.modify(
-            workload,
-            lambda record: with_replica_state(record, member=member, generation=generation,
-                                              state=state, now=now, detail=detail,
-                                              published=published),
-        )
+
+        def change(record: PlacementRecord | None) -> PlacementRecord | None:
+            return with_replica_state(record, member=member, generation=generation,
+                                      state=state, now=now, detail=detail,
+                                      published=published)
+
+        if known is not None:
+            new = change(known[0])
+            if new is None:
+                return
+            with contextlib.suppress(CasConflict):
+                await self._placements.update(workload, new, known[1])
+                return
+        await self._placements.modify(workload, change)
 
     def _driver(self) -> Driver:
         assert self.driver is not None, "agent not started"

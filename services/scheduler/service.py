@@ -35,10 +35,9 @@ import msgspec
 
 from contracts.base import Event
 from contracts.failover import MemberDown, MemberRecovered
-from contracts.state import DownDecision, PlacementRecord, ReplicaStatus, SiteLedger
+from contracts.state import DownDecision, PlacementRecord, SiteLedger
 from contracts.workload import (
     Assignment,
-    DecisionRecord,
     PlacedItem,
     WorkloadFailed,
     WorkloadPlaced,
@@ -73,6 +72,7 @@ from services.scheduler.janitor import SWEEP_EVERY_S, sweep
 from services.scheduler.live import LiveState, live_state
 from services.scheduler.pipeline import decide
 from services.scheduler.reader import FederationState, read_state
+from services.scheduler.records import first_record, record_digest
 from services.scheduler.replace import (
     TokenBucket,
     failover_order,
@@ -83,7 +83,6 @@ from services.scheduler.replace import (
     replaced_record,
     short_of_replicas,
     split_share,
-    state_after,
     survivors,
     sweep_order,
 )
@@ -127,33 +126,6 @@ def placed_msg_id(workload: str, generation: int) -> str:
 
 def failed_msg_id(workload: str, generation: int) -> str:
     return f"failed-{workload}-{generation}"
-
-
-def first_record(
-    spec: WorkloadSpec, decision: DecisionRecord, *, generation: int, submitted_by: str,
-    submitted_at: dt.datetime | None, now: dt.datetime, history: list[str],
-) -> PlacementRecord:
-    state = state_after(decision)
-    where = ", ".join(f"{a.member}/{a.site}" for a in decision.chosen)
-    line = (
-        f"gen {generation}: unplaceable: {decision.summary}" if state == "unplaceable"
-        else f"gen {generation}: {state} on {where}"
-    )
-    return PlacementRecord(
-        spec=spec,
-        state=state,
-        generation=generation,
-        assignments=list(decision.chosen),
-        replicas=[
-            ReplicaStatus(member=a.member, site=a.site, state="assigned", since=now)
-            for a in decision.chosen
-        ],
-        decision=decision,
-        submitted_by=submitted_by,
-        submitted_at=submitted_at,
-        updated_at=now,
-        history=[*history, line],
-    )
 
 
 async def announce(
@@ -224,13 +196,16 @@ async def announce_many(
     items: list[PlacedItem] = []
     position: dict[str, int] = {}
     singles: list[int] = []
-    for i, (key, record, _) in enumerate(committed):
+    for i, (key, record, revision) in enumerate(committed):
         if record.state == "unplaceable" or not record.assignments or record.decision is None:
             singles.append(i)
             continue
         position[key] = i
-        items.append(PlacedItem(spec=record.spec, assignments=list(record.assignments),
-                                generation=record.generation, decision=record.decision))
+        items.append(PlacedItem(
+            spec=record.spec, assignments=list(record.assignments),
+            generation=record.generation, decision=record.decision,
+            submitted_by=record.submitted_by, submitted_at=record.submitted_at,
+            record_revision=revision, record_sha256=record_digest(record)))
 
     async def one(index: int) -> None:
         key, record, revision = committed[index]

@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from contracts.registry import CapacityReported
 from contracts.resources import Resources
@@ -26,6 +27,7 @@ from contracts.workload import (
 )
 from mesh.server import NatsCluster
 from services.agent.service import concerns
+from services.scheduler.records import first_record, record_digest
 from support import federation, wait_until
 from support_workloads import agent_of, placements
 
@@ -114,19 +116,43 @@ def test_an_agent_reads_a_batch_when_it_names_it_or_moves_what_runs_here() -> No
 
 
 async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(
-    nats_server: NatsCluster, tmp_path: Path
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
         bus = await fed.bus("dommel")
         kv = await placements(bus)
         specs = [spec(f"batch-{n}", vcpu=0.5) for n in range(6)]
         where = [("amstel", "ams1"), ("zuidas", "gro1")]
-        events = [placed(s, 1, where[n % 2]) for n, s in enumerate(specs)]
-        # One of them has a record: the agent notes its replica there.
-        await kv.create(specs[0].id, PlacementRecord(
-            spec=specs[0], state="placed", generation=1, assignments=events[0].assignments,
-            replicas=[ReplicaStatus(member="amstel", site="ams1")]))
-        await bus.publish(WorkloadsPlaced(placements=[item(e) for e in events]))
+        # As a scheduler has them: decoded from the bus (where 4 GiB reads as 4.0).
+        events = [msgspec.json.decode(msgspec.json.encode(placed(s, 1, where[n % 2])),
+                                      type=WorkloadPlaced) for n, s in enumerate(specs)]
+        items = [item(e) for e in events]
+        # Two have records, as a scheduler creates them; the items say which (revision,
+        # digest). batch-0's is as created: noted without a read. batch-1's was written
+        # again since: the agent finds out by CAS and reads it.
+        for n in (0, 1):
+            record = first_record(events[n].spec, events[n].decision, generation=1,
+                                  submitted_by="dommel", submitted_at=NOW,
+                                  now=events[n].decision.decided_at, history=[])
+            revision = await kv.create(specs[n].id, record)
+            items[n] = msgspec.structs.replace(
+                items[n], submitted_by="dommel", submitted_at=NOW, record_revision=revision,
+                record_sha256=record_digest(record))
+        written = await kv.get(specs[1].id)
+        assert written is not None
+        await kv.update(specs[1].id, written.value, written.revision)
+        reads: list[str] = []
+        for member in ("amstel", "zuidas"):
+            bucket = agent_of(fed, member)._placements
+            assert bucket is not None
+            real = bucket.get
+
+            async def counted(key: str, real=real):  # type: ignore[no-untyped-def]
+                reads.append(key)
+                return await real(key)
+
+            monkeypatch.setattr(bucket, "get", counted)
+        await bus.publish(WorkloadsPlaced(placements=items))
 
         for member in ("amstel", "zuidas"):
             answer = await wait_until(
@@ -140,15 +166,18 @@ async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(
             assert all(b.generation == 1 for b in bindings.bindings)
             assert set(agent_of(fed, member).instances) == set(mine)
             assert answer[1].msg_id.startswith(f"bindings-{member}-")
-        entry = await wait_until(lambda: kv.get(specs[0].id), what="record")
 
-        async def noted() -> bool:
-            got = await kv.get(specs[0].id)
-            return got is not None and got.value.state == "running"
+        async def noted(key: str) -> bool:
+            got = await kv.get(key)
+            return (got is not None and got.value.state == "running"
+                    and got.value.published_generation == 1)
 
-        await wait_until(noted, what="record says running")
-        entry = await kv.get(specs[0].id)
-        assert entry is not None and entry.value.published_generation == 1
+        for key in (specs[0].id, specs[1].id):
+            await wait_until(lambda k=key: noted(k), what=f"{key} says running")
+        assert specs[0].id not in reads and specs[1].id in reads
+        # Without a record nothing is written, and every other one was read for its note.
+        assert await kv.get(specs[2].id) is None
+        assert set(reads) == {s.id for s in specs[1:]}
 
 
 async def test_driver_failure_is_reported_not_fatal(

@@ -22,7 +22,12 @@ from contracts.workload import (
 )
 from mesh.envelope import batch_msg_id
 from services.scheduler.batching import MAX_BATCH_BYTES, chunks_by_size, placed_chunks
+from services.scheduler.pipeline import decide
+from services.scheduler.records import first_record, rebuilt, record_digest
 from services.scheduler.service import announce_many, placements_msg_id
+from services.scheduler.snapshot import snapshot_of
+from support import demo_profiles
+from support_workloads import demo_spec
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -121,3 +126,34 @@ async def test_a_lone_placement_is_a_placed_event_and_failures_are_per_record() 
                                   [record(1), record(2, placed=False), record(3)])
     assert isinstance(results[0], ConnectionError) and isinstance(results[2], ConnectionError)
     assert results[1] is None
+
+
+async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
+    """What `place_many` creates, `announce_many` describes, and `rebuilt` gives back
+    byte for byte; anything else (another record, a wrong digest, no digest) is None."""
+    profiles = {p.id: p for p in demo_profiles()}
+    spec = demo_spec("kadaster-kaartviewer")
+    decision = decide(spec, snapshot_of(profiles, today=NOW.date()), decided_by="amstel",
+                      now=NOW)
+    created = first_record(spec, decision, generation=1, submitted_by="zuidas",
+                           submitted_at=NOW, now=NOW, history=[])
+    bus = _Bus()
+    await announce_many(bus, _Placements(), [(spec.id, created, 41),  # type: ignore[arg-type]
+                                             record(2)])
+    batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
+    item = batch.placements[0]
+    assert (item.submitted_by, item.submitted_at, item.record_revision) == ("zuidas", NOW, 41)
+    # Across the bus: the item as an agent decodes it.
+    item = msgspec.json.decode(msgspec.json.encode(item), type=PlacedItem)
+    again = rebuilt(item)
+    assert again is not None and again[1] == 41
+    assert msgspec.json.encode(again[0]) == msgspec.json.encode(created)
+    assert record_digest(again[0]) == item.record_sha256
+
+    assert rebuilt(msgspec.structs.replace(item, record_sha256="0" * 64)) is None
+    assert rebuilt(msgspec.structs.replace(item, record_revision=0)) is None
+    # A record with history (a workload released and submitted again) is not a first one.
+    later = first_record(spec, decision, generation=2, submitted_by="zuidas",
+                         submitted_at=NOW, now=NOW, history=["gen 1: released"])
+    assert rebuilt(msgspec.structs.replace(item, generation=2,
+                                           record_sha256=record_digest(later))) is None
