@@ -104,10 +104,11 @@ class Bucket(Generic[T]):
                              int(header(msg, "Nats-Sequence") or 0))
         return out
 
-    async def create(self, key: str, value: T) -> int:
-        """Create-only: raises CasConflict when the key exists already."""
+    async def create(self, key: str, value: T, *, encoded: bytes | None = None) -> int:
+        """Create-only: raises CasConflict when the key exists already. `encoded`: the
+        value's JSON when the caller has it already."""
         try:
-            return int(await self.kv.create(key, msgspec.json.encode(value)))
+            return int(await self.kv.create(key, encoded or msgspec.json.encode(value)))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             raise CasConflict(f"{self.name}/{key} exists") from None
 

@@ -51,7 +51,16 @@ def first_record(
 
 def record_digest(record: PlacementRecord) -> str:
     """sha256 of the record's JSON as the bucket stores it."""
-    return hashlib.sha256(_encoder.encode(record)).hexdigest()
+    return digest_of(_encoder.encode(record))
+
+
+def digest_of(stored: bytes) -> str:
+    return hashlib.sha256(stored).hexdigest()
+
+
+def encoded(record: PlacementRecord) -> bytes:
+    """The record's JSON, as the bucket stores it."""
+    return _encoder.encode(record)
 
 
 def rebuilt(item: PlacedItem) -> tuple[PlacementRecord, int] | None:

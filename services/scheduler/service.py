@@ -27,7 +27,7 @@ import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ from services.scheduler.janitor import SWEEP_EVERY_S, sweep
 from services.scheduler.live import LiveState, live_state
 from services.scheduler.pipeline import decide
 from services.scheduler.reader import FederationState, read_state
-from services.scheduler.records import first_record, record_digest
+from services.scheduler.records import digest_of, encoded, first_record, record_digest
 from services.scheduler.replace import (
     TokenBucket,
     failover_order,
@@ -182,6 +182,7 @@ def placements_msg_id(items: Sequence[PlacedItem]) -> str:
 async def announce_many(
     bus: Any, placements: Bucket[PlacementRecord],
     committed: Sequence[tuple[str, PlacementRecord, int]],
+    *, digests: Mapping[str, str] | None = None,
 ) -> list[Exception | None]:
     """`announce` for many records just committed, (key, record, revision) each: the
     placed ones in as few `workload.placements.v1` as their size allows (their notes
@@ -191,7 +192,8 @@ async def announce_many(
     announces a committed record again, one by one: `place`).
 
     For every path that commits many placements at once (new ones; failover and
-    recovery moves could use it too)."""
+    recovery moves could use it too). `digests`: the sha256 of each record's JSON as
+    written, when the caller has it (else computed here)."""
     results: list[Exception | None] = [None] * len(committed)
     items: list[PlacedItem] = []
     position: dict[str, int] = {}
@@ -205,7 +207,8 @@ async def announce_many(
             spec=record.spec, assignments=list(record.assignments),
             generation=record.generation, decision=record.decision,
             submitted_by=record.submitted_by, submitted_at=record.submitted_at,
-            record_revision=revision, record_sha256=record_digest(record)))
+            record_revision=revision,
+            record_sha256=(digests or {}).get(key) or record_digest(record)))
 
     async def one(index: int) -> None:
         key, record, revision = committed[index]
@@ -451,8 +454,10 @@ class SchedulerService:
         ])
         again = [i for i in todo if items[i].spec.id in refused]
         go = [i for i in todo if items[i].spec.id not in refused]
+        bodies = {i: encoded(records[i]) for i in go}  # once: written, then digested
         written = await asyncio.gather(
-            *(self.placements.create(items[i].spec.id, records[i]) for i in go),
+            *(self.placements.create(items[i].spec.id, records[i], encoded=bodies[i])
+              for i in go),
             return_exceptions=True)
         free: dict[tuple[str, str], list[str]] = defaultdict(list)
         created: list[tuple[int, int]] = []
@@ -471,7 +476,8 @@ class SchedulerService:
             await unbook_many(self.ledgers, self.live.state, dict(free), attempt=attempt)
         announced = await announce_many(
             self.ctx.bus, self.placements,
-            [(items[i].spec.id, records[i], revision) for i, revision in created])
+            [(items[i].spec.id, records[i], revision) for i, revision in created],
+            digests={items[i].spec.id: digest_of(bodies[i]) for i, _ in created})
         for (i, _), failure in zip(created, announced, strict=True):
             if isinstance(failure, Exception):
                 results[i] = failure  # redelivered: the committed record is announced then

@@ -150,6 +150,14 @@ async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     assert msgspec.json.encode(again[0]) == msgspec.json.encode(created)
     assert record_digest(again[0]) == item.record_sha256
 
+    # The digest of the bytes as written, when the caller has it, is taken as it is.
+    told = _Bus()
+    await announce_many(told, _Placements(),  # type: ignore[arg-type]
+                        [(spec.id, created, 41), record(2)], digests={spec.id: "f" * 64})
+    told_batch = next(e for e, _ in told.sent if isinstance(e, WorkloadsPlaced))
+    assert told_batch.placements[0].record_sha256 == "f" * 64
+    assert told_batch.placements[1].record_sha256 == record_digest(record(2)[1])
+
     assert rebuilt(msgspec.structs.replace(item, record_sha256="0" * 64)) is None
     assert rebuilt(msgspec.structs.replace(item, record_revision=0)) is None
     # A record with history (a workload released and submitted again) is not a first one.
