@@ -76,7 +76,9 @@ def passing_js_error(exc: BaseException) -> bool:
     if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                         nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)):
         return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in _PASSING_JS_CODES
+    # Not every APIError subclass sets err_code (KeyNotFoundError does not).
+    return (isinstance(exc, nats.js.errors.APIError)
+            and getattr(exc, "err_code", None) in _PASSING_JS_CODES)
 
 
 @dataclass
@@ -436,15 +438,22 @@ class Bus:
                 log.warning("fetch failed", consumer=consumer.name, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            if relevant is not None:
-                msgs = await self._skip_irrelevant(consumer, msgs, relevant)
-            if batch_handler is not None:
-                await self._dispatch_batch(consumer, msgs, batch_handler, window_s)
-            elif concurrency > 1 and len(msgs) > 1:
-                await asyncio.gather(*(one(msg) for msg in msgs))
-            else:
-                for msg in msgs:
-                    await self._dispatch(consumer, msg, handler, window_s)
+            try:
+                if relevant is not None:
+                    msgs = await self._skip_irrelevant(consumer, msgs, relevant)
+                if batch_handler is not None:
+                    await self._dispatch_batch(consumer, msgs, batch_handler, window_s)
+                elif concurrency > 1 and len(msgs) > 1:
+                    await asyncio.gather(*(one(msg) for msg in msgs))
+                else:
+                    for msg in msgs:
+                        await self._dispatch(consumer, msg, handler, window_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end the loop: what is unsettled
+                # comes again after the ack wait
+                consumer.errors += 1
+                log.exception("dispatch failed", consumer=consumer.name)
 
     async def _skip_irrelevant(
         self, consumer: Consumer, msgs: list[Msg], relevant: Relevance

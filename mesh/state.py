@@ -109,7 +109,11 @@ class Bucket(Generic[T]):
         value's JSON when the caller has it already."""
         try:
             return int(await self.kv.create(key, encoded or msgspec.json.encode(value)))
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError,
+                nats.js.errors.KeyNotFoundError):
+            # KeyNotFoundError: nats-py's create, refused because the key exists, reads it
+            # to tell a deleted key from a live one; on a cluster that read can come
+            # before the rival's write is visible. Either way the key was taken.
             raise CasConflict(f"{self.name}/{key} exists") from None
 
     async def update(self, key: str, value: T, revision: int) -> int:

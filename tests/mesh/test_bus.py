@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import nats.js.errors
 import pytest
 
 from contracts.iam import Roster, RosterBody, RosterMember
@@ -15,12 +16,12 @@ from contracts.security import SecurityViolation
 from contracts.state import DownDecision
 from contracts.workload import WorkloadReleased
 from mesh import layout
-from mesh.bus import Bus
+from mesh.bus import Bus, passing_js_error
 from mesh.envelope import seal
 from mesh.errors import CasConflict, RetryableError
 from mesh.keys import Identity
 from mesh.server import NatsCluster
-from mesh.state import bucket
+from mesh.state import Bucket, bucket
 from mesh.trust import TrustStore, sign_roster
 from support import wait_until
 
@@ -220,6 +221,56 @@ async def test_batch_handler_gets_a_fetch_at_once_and_failures_come_back(
                          what="every message handled, the failed one redelivered")
         assert max(len(b) for b in batches) > 1  # a fetch came as one batch
         assert sum(b.count("wl-3") for b in batches) == 2 and consumer.errors == 1
+
+
+async def test_a_create_refused_while_the_rival_write_is_not_visible_is_a_cas_conflict(
+) -> None:
+    class RacingKV:
+        _name = "fed_reservations"
+
+        async def create(self, key: str, value: bytes) -> int:
+            # nats-py: the create was refused (the key has a revision), then its read to
+            # tell a deleted key from a live one found nothing yet.
+            raise nats.js.errors.KeyNotFoundError()
+
+    racing = Bucket(RacingKV(), DownDecision)  # type: ignore[arg-type]
+    with pytest.raises(CasConflict):
+        await racing.create("amstel.ams1", DownDecision(
+            member="x", state="down", epoch=1, declared_by="a", declared_at=NOW))
+
+
+async def test_a_failure_the_loop_cannot_settle_does_not_end_it(
+    nats_server: NatsCluster, identities: dict[str, Identity]
+) -> None:
+    """A handler's KeyNotFoundError (an APIError without err_code) once broke the settling
+    and silently ended a scheduler's consume loop: its fetched submissions waited for the
+    ack wait (30 s) and went to another scheduler. Now it is a failure like any other,
+    and whatever else goes wrong in a dispatch is logged while the loop goes on."""
+    assert not passing_js_error(nats.js.errors.KeyNotFoundError())
+    assert passing_js_error(nats.js.errors.APIError(code=503, err_code=10008))
+    async with pair(nats_server, identities) as (sender, receiver):
+        for n in range(3):
+            await sender.publish(WorkloadReleased(workload=f"wl-{n}", member="dommel"))
+        calls: list[int] = []
+
+        async def handle_batch(items: list) -> list[Exception | None]:  # type: ignore[type-arg]
+            calls.append(len(items))
+            if len(calls) == 1:
+                return [nats.js.errors.KeyNotFoundError()] * len(items)
+            if len(calls) == 2:
+                return []  # a bug: too few outcomes
+            return [None] * len(items)
+
+        async def unused(event: object, env: object) -> None:
+            raise AssertionError("the batch handler takes every message")
+
+        consumer = await receiver.consume(
+            unused, subjects=[WorkloadReleased.subject_pattern()], durable="t-broken",
+            batch=64, ack_wait_s=2.0, batch_handler=handle_batch)
+        await wait_until(lambda: consumer.handled == 3, timeout=30,
+                         what="every message handled in the end")
+        assert len(calls) >= 3 and consumer.errors >= 4
+        assert not consumer.task.done()
 
 
 async def test_irrelevant_messages_are_skipped_before_verification(
