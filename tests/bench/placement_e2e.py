@@ -118,7 +118,8 @@ async def run(
         async def all_members() -> bool:
             return len(await members.keys()) >= len(MEMBERS)
 
-        await wait_until(all_members, timeout=120, what="every member's profile")
+        # Every half second: each read is a watcher, an ephemeral consumer on the servers.
+        await wait_until(all_members, timeout=120, interval=0.5, what="every member's profile")
         # Bound = an agent runs the replica and said so (`workload.bound`, or its item in
         # a `workload.bindings`, the answer to a batch), counted on the raw subject and
         # body: checking signatures here would load this process, not the nodes.
