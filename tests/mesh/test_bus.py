@@ -127,13 +127,24 @@ async def test_duplicate_msg_id_is_stored_once(
         await bus.close()
 
 
-async def test_kv_compare_and_set(nats_server: NatsCluster) -> None:
-    bus = await Bus.connect(nats_server.urls)
+def down_record() -> DownDecision:
+    return DownDecision(member="x", state="down", epoch=1, declared_by="a", declared_at=NOW)
+
+
+@contextlib.asynccontextmanager
+async def decisions_bucket(server: NatsCluster) -> AsyncIterator[Bucket[DownDecision]]:
+    """`fed_decisions` on a provisioned server, through a bus closed after."""
+    bus = await Bus.connect(server.urls)
     try:
         await bus.provision(1)
-        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
-        record = DownDecision(member="x", state="down", epoch=1, declared_by="a",
-                              declared_at=NOW)
+        yield await bucket(bus, layout.KV_DECISIONS, DownDecision)
+    finally:
+        await bus.close()
+
+
+async def test_kv_compare_and_set(nats_server: NatsCluster) -> None:
+    async with decisions_bucket(nats_server) as decisions:
+        record = down_record()
         rev = await decisions.create("down.x", record)
         with pytest.raises(CasConflict):
             await decisions.create("down.x", record)
@@ -142,19 +153,13 @@ async def test_kv_compare_and_set(nats_server: NatsCluster) -> None:
         await decisions.update("down.x", record, rev)
         items = await decisions.items()
         assert [e.key for e in items] == ["down.x"]
-    finally:
-        await bus.close()
 
 
 async def test_a_watch_skips_what_its_caller_holds_before_decoding(
     nats_server: NatsCluster,
 ) -> None:
-    bus = await Bus.connect(nats_server.urls)
-    try:
-        await bus.provision(1)
-        decisions = await bucket(bus, layout.KV_DECISIONS, DownDecision)
-        record = DownDecision(member="x", state="down", epoch=1, declared_by="a",
-                              declared_at=NOW)
+    async with decisions_bucket(nats_server) as decisions:
+        record = down_record()
         held = {"down.x": await decisions.create("down.x", record)}  # our own write
         await decisions.create("down.y", record)
         seen: list[tuple[str, int]] = []
@@ -175,8 +180,6 @@ async def test_a_watch_skips_what_its_caller_holds_before_decoding(
             assert ("down.x", held["down.x"]) in asked
         finally:
             task.cancel()
-    finally:
-        await bus.close()
 
 
 async def test_cluster_replicates_state(tmp_path: Path, nats_cluster: NatsCluster,
@@ -235,8 +238,7 @@ async def test_a_create_refused_while_the_rival_write_is_not_visible_is_a_cas_co
 
     racing = Bucket(RacingKV(), DownDecision)  # type: ignore[arg-type]
     with pytest.raises(CasConflict):
-        await racing.create("amstel.ams1", DownDecision(
-            member="x", state="down", epoch=1, declared_by="a", declared_at=NOW))
+        await racing.create("amstel.ams1", down_record())
 
 
 async def test_a_failure_the_loop_cannot_settle_does_not_end_it(
