@@ -794,9 +794,11 @@ class SchedulerService:
                 await unbook_many(self.ledgers, state, dict(lost), attempt=held)
             if dropped:
                 await unbook_many(self.ledgers, state, dict(dropped))
-            await asyncio.gather(*(self._announce(
-                key, moves[key][1], revision=state.placements[key].revision,
-                note=moves[key][1].state == "unplaceable") for key in done))
+            # One signed `workload.placements.v1` per few dozen moves: the successors'
+            # agents start them from a handful of messages, not one per workload.
+            announced = await announce_many(self.ctx.bus, self.placements, [
+                (key, moves[key][1], state.placements[key].revision) for key in done])
+            failure = failure or next((e for e in announced if e is not None), None)
             moved += len(done)
             if done:
                 log.info("re-placed a chunk", member=member, site=site or None,

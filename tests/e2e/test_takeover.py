@@ -12,6 +12,7 @@ import pytest
 
 from contracts.workload import WorkloadBound
 from mesh.bus import Bus
+from mesh.server import log_tail
 from support import wait_until
 from support_e2e import connect, json_of, running_up, stekker, wait_up_ready
 
@@ -93,7 +94,10 @@ async def test_a_process_workload_keeps_its_data_across_a_takeover(tmp_path: Pat
             declared = stekker(data_dir, "--as", source, "takeover", "declare", "--member",
                                source, "--reason", "acquisition", "--timeout", "120",
                                timeout=180)
-            assert declared.returncode == 0, f"{declared.stdout}\n{declared.stderr}"
+            assert declared.returncode == 0, (
+                f"{declared.stdout}\n{declared.stderr}\n" + "\n".join(
+                    f"--- {log.name}:\n{log_tail(log, 25)}"
+                    for log in sorted((data_dir / "logs").glob("*.node.log"))))
             assert "takeover PASSED" in declared.stdout
             report = json_of(stekker(data_dir, "takeover", "status", "--json"))
             assert report  # the saga list
