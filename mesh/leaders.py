@@ -24,7 +24,7 @@ from mesh.bus import Bus
 from mesh.observability import logger
 
 log = logger("mesh.leaders")
-STEPDOWN_TIMEOUT_S = 2.0
+API_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,21 @@ def _group(stream: str, consumer: str, cluster: Any) -> Group | None:
     return Group(stream, consumer, cluster.leader, frozenset(current))
 
 
+async def _api(bus: Bus, api: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One JetStream API request; its JSON answer, or RuntimeError with the refusal."""
+    reply = await bus.nc.request(f"{bus.js._prefix}.{api}", json.dumps(payload).encode(),
+                                 timeout=API_TIMEOUT_S)
+    answer: dict[str, Any] = json.loads(reply.data or b"{}")
+    if "error" in answer:
+        raise RuntimeError(answer["error"].get("description", "refused"))
+    return answer
+
+
 async def _names(bus: Bus, api: str, key: str) -> list[str]:
     """A JetStream NAMES listing (paged), answered from the meta leader's assignments."""
     names: list[str] = []
     while True:
-        reply = await bus.nc.request(f"{bus.js._prefix}.{api}",
-                                     json.dumps({"offset": len(names)}).encode(),
-                                     timeout=STEPDOWN_TIMEOUT_S)
-        answer = json.loads(reply.data or b"{}")
-        if "error" in answer:
-            raise RuntimeError(answer["error"].get("description", "refused"))
+        answer = await _api(bus, api, {"offset": len(names)})
         page = answer.get(key) or []
         names += page
         if not page or len(names) >= int(answer.get("total", 0)):
@@ -102,13 +107,9 @@ async def groups(bus: Bus) -> list[Group]:
 
 
 async def _step_down(bus: Bus, group: Group, server: str) -> None:
-    subject = (f"$JS.API.CONSUMER.LEADER.STEPDOWN.{group.stream}.{group.consumer}"
-               if group.consumer else f"$JS.API.STREAM.LEADER.STEPDOWN.{group.stream}")
-    body = json.dumps({"placement": {"preferred": server}}).encode()
-    reply = await bus.nc.request(subject, body, timeout=STEPDOWN_TIMEOUT_S)
-    answer = json.loads(reply.data or b"{}")
-    if "error" in answer:
-        raise RuntimeError(answer["error"].get("description", "refused"))
+    api = (f"CONSUMER.LEADER.STEPDOWN.{group.stream}.{group.consumer}" if group.consumer
+           else f"STREAM.LEADER.STEPDOWN.{group.stream}")
+    await _api(bus, api, {"placement": {"preferred": server}})
 
 
 async def pull_leaders(bus: Bus, server: str) -> Pulled:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -80,7 +81,7 @@ class Bucket(Generic[T]):
         wanted = list(dict.fromkeys(keys))
         for start in range(0, len(wanted), GET_MANY_CHUNK):
             part = wanted[start:start + GET_MANY_CHUNK]
-            out.update(await _read(lambda part=part: self._get_part(part)))  # type: ignore[misc]
+            out.update(await _read(functools.partial(self._get_part, part)))
         return out
 
     async def _get_part(self, keys: list[str]) -> dict[str, Entry[T]]:

@@ -28,6 +28,9 @@ class Contended(Exception):
     """Another attempt holds this workload's reservation at the site right now."""
 
 
+TAKEOVER_ATTEMPT = "takeover:"
+
+
 def ledger_key(member: str, site: str) -> str:
     return f"{member}.{site}"
 
@@ -36,7 +39,12 @@ def takeover_attempt(saga: str) -> str:
     """The attempt id of every hold a takeover saga takes for its successors: the same
     for every try and every coordinator of the saga, so a repeat reserves nothing twice,
     and the janitor knows which saga accounts for a hold."""
-    return f"takeover:{saga}"
+    return f"{TAKEOVER_ATTEMPT}{saga}"
+
+
+def is_takeover_attempt(attempt: str) -> bool:
+    """Whether a hold was taken by a takeover saga (`takeover_attempt`)."""
+    return attempt.startswith(TAKEOVER_ATTEMPT)
 
 
 def total(holds: Iterable[Hold]) -> Resources:

@@ -26,7 +26,7 @@ from contracts.state import (
 from contracts.workload import CRITICALITY_ORDER, Assignment, DecisionRecord
 from mesh.trust import TrustStore
 from services.failover import quorum
-from services.scheduler.ledger import takeover_attempt
+from services.scheduler.ledger import is_takeover_attempt
 
 # Placement states that hold no replicas: nothing of theirs can be lost with a member.
 INACTIVE_STATES: frozenset[str] = frozenset({"released", "unplaceable"})
@@ -126,7 +126,7 @@ def moved_by_a_rival(
             continue
         hold = ledger.holds.get(workload)
         if (hold is not None and hold.generation > generation and hold.attempt not in own
-                and not hold.attempt.startswith(takeover_attempt(""))):
+                and not is_takeover_attempt(hold.attempt)):
             return True
     return False
 

@@ -52,7 +52,7 @@ from mesh.errors import CasConflict, Rejected, RetryableError
 from mesh.observability import logger
 from mesh.runtime import NodeContext
 from mesh.state import Bucket, Entry, bucket
-from services.failover.decisions import down_key
+from services.failover.decisions import down_key, target_key
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
 from services.scheduler.batching import placed_chunks
@@ -562,7 +562,7 @@ class SchedulerService:
         if isinstance(event, MemberDown):
             # The durable copy: let the prompt one (live view) finish first, so the scan
             # reads what it did instead of re-deciding every move only to lose each CAS.
-            target = f"{event.member}/{event.site}" if event.site else event.member
+            target = target_key(event.member, event.site)
             prompt = self._live_failovers.get(target)
             if prompt is not None and not prompt.done():
                 await asyncio.wait([prompt], timeout=PROMPT_WAIT_S)
@@ -593,7 +593,7 @@ class SchedulerService:
     async def _on_down_live(self, event: Event, env: Envelope) -> None:
         if not isinstance(event, MemberDown):
             return
-        target = f"{event.member}/{event.site}" if event.site else event.member
+        target = target_key(event.member, event.site)
         running = self._live_failovers.get(target)
         if running is not None and not running.done():
             return  # already under way here; the durable copy finishes whatever is left

@@ -136,13 +136,7 @@ class ActorRole(SagaBase):
     async def _data_ref(self, saga: str, workload: str, attempt: int
                         ) -> dict[str, object] | None:
         """The data recorded for this attempt (the source's export or a backup)."""
-        progress = await self._steps_of(saga, workload)
-        for step in (S.EXPORT, S.RESTORE):
-            found = S.find_step(progress, step, workload=workload, attempt=attempt,
-                                statuses=("ok",))
-            if found is not None:
-                return found
-        return None
+        return S.data_of(await self._steps_of(saga, workload), workload, attempt)
 
     async def _shadow_start(self, record: SagaRecord, item: PlanItem, attempt: int) -> None:
         """On the successor: fetch and verify the data (stateful), start a shadow copy on

@@ -142,11 +142,9 @@ class MoveRole(SagaBase):
         workload = item.workload
         self._still_mine(saga)
         current = await self._steps_of(saga, workload)
-        for step in (S.EXPORT, S.RESTORE):
-            done = S.find_step(current, step, workload=workload, attempt=attempt,
-                               statuses=("ok",))
-            if done is not None:
-                return done
+        done = S.data_of(current, workload, attempt)
+        if done is not None:
+            return done
         previous = S.attempts(current, S.EXPORT, workload) + \
             S.attempts(current, S.RESTORE, workload)
         from_backup_before = any(e.get("step") == S.RESTORE and e.get("status") == "ok"

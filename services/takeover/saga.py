@@ -87,6 +87,15 @@ def find_step(
     return None
 
 
+def data_of(record: HasSteps, workload: str, attempt: int) -> dict[str, object] | None:
+    """The data an attempt moves, as recorded: the source's export, or else a backup."""
+    for step in (EXPORT, RESTORE):
+        found = find_step(record, step, workload=workload, attempt=attempt, statuses=("ok",))
+        if found is not None:
+            return found
+    return None
+
+
 def attempts(record: HasSteps, step: str, workload: str) -> list[dict[str, object]]:
     """Every outcome (ok or failed) of `step` for `workload`, in the order recorded."""
     return [e for e in record.steps if e.get("step") == step
