@@ -47,10 +47,13 @@ class Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
         return base
 
     @classmethod
-    def subject_pattern(cls) -> str:
-        """The NATS wildcard that matches every subject of this type."""
+    def subject_pattern(cls, target: str | None = None) -> str:
+        """The NATS wildcard that matches every subject of this type, from any
+        publisher; with `target`, only those with that target segment."""
         base = f"fed.v{cls.MAJOR}.{cls.DOMAIN}.{cls.EVENT}.*"
-        return f"{base}.*" if cls.TARGETED else base
+        if target and not cls.TARGETED:
+            raise ValueError(f"{cls.type_name()} takes no target segment")
+        return f"{base}.{target or '*'}" if cls.TARGETED else base
 
     def target(self) -> str | None:
         """The subject's target segment for this message; overridden by targeted types."""

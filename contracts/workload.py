@@ -191,16 +191,32 @@ class PlacedItem(msgspec.Struct, kw_only=True, frozen=True):
     record_sha256: str = ""
 
 
+# The addressee of a batch of placements that is not for one member's agent alone.
+EVERY_AGENT = "_all"
+# A member id, or EVERY_AGENT (which no member id can be: ids start with a letter).
+Addressee = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9-]{1,31}|_all)$")]
+
+
 class WorkloadsPlaced(Event, kw_only=True):
     DOMAIN: ClassVar[str] = "workload"
     EVENT: ClassVar[str] = "placements"
+    TARGETED: ClassVar[bool] = True
     SUMMARY: ClassVar[str] = (
         "A scheduler commits a batch of placements (each once, by compare-and-set), "
-        "signed once for all of them."
+        "signed once for all of them, addressed to the one agent they concern or to all."
     )
 
-    # Each item as a `workload.placed.v1` would carry it; a workload at most once.
+    # Each item as a `workload.placed.v1` would carry it; a workload at most once, and
+    # in one batch only.
     placements: list[PlacedItem]
+    # The subject's target. A member: every item is that member's alone (a first
+    # placement, all replicas there), so only its agent receives and decodes the batch.
+    # EVERY_AGENT: anything else, e.g. a move, whose earlier generation may run
+    # elsewhere and must stop there.
+    to: Addressee = EVERY_AGENT
+
+    def target(self) -> str:
+        return self.to
 
 
 class WorkloadBound(Event, kw_only=True):

@@ -4,9 +4,9 @@
 - capacity reports (`registry.capacity.v1`) at start, after changes (at most one per
   `coalesce_s`) and every `capacity_every_s`;
 - a per-member durable consumer `agent-<member>` on `workload.placed`,
-  `workload.placements` (a scheduler's batch) and `workload.released`: every agent sees
-  every placement and acts on its own replicas; it answers a placed event with a
-  `workload.bound`, a batch with one `workload.bindings` for all its replicas in it;
+  `workload.placements` (a scheduler's batch) addressed to this member or to every
+  agent, and `workload.released`: it acts on its own replicas; it answers a placed event
+  with a `workload.bound`, a batch with one `workload.bindings` for all its replicas in it;
 - at start, a reconcile from `fed_placements` (what a restarted node must run again);
 - backups of each stateful workload's data to `fed_data` at an interval derived from
   its `rpo_seconds` (`services.agent.backup`), so a takeover from a member that is gone
@@ -35,6 +35,7 @@ from contracts.failover import SitesReported
 from contracts.registry import CapacityReported, Heartbeat
 from contracts.state import PlacementRecord, ReplicaState
 from contracts.workload import (
+    EVERY_AGENT,
     Assignment,
     BoundItem,
     PlacedItem,
@@ -99,12 +100,15 @@ class _Targets(msgspec.Struct):
 
 
 _targets = msgspec.json.Decoder(_Targets)
+_BATCHES = WorkloadsPlaced.subject_pattern()[:-3]  # "fed.v1.workload.placements"
 
 
 def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) -> bool:
     """Whether a placed/released event may ask anything of this member's agent: it names
     the member, or it is about a workload running here (which then moves away). Others
     are skipped before their signature is checked; they would be ignored after it."""
+    if subject.startswith(_BATCHES) and subject.endswith(f".{me}"):
+        return True  # a batch addressed to this agent: all of it is for us
     targets = _targets.decode(body)
     if targets.member == me or any(a.member == me for a in targets.assignments):
         return True
@@ -192,7 +196,10 @@ class AgentService:
         # reconcile below; a restarted node resumes its durable where it left off.
         self._consumer = await ctx.bus.consume(
             self._on_event,
-            subjects=[WorkloadPlaced.subject_pattern(), WorkloadsPlaced.subject_pattern(),
+            # Batches addressed to this agent or to every agent; not other agents' own.
+            subjects=[WorkloadPlaced.subject_pattern(),
+                      WorkloadsPlaced.subject_pattern(target=ctx.member),
+                      WorkloadsPlaced.subject_pattern(target=EVERY_AGENT),
                       WorkloadReleased.subject_pattern()],
             durable=f"agent-{ctx.member}",
             deliver="new",

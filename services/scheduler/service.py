@@ -55,7 +55,7 @@ from mesh.state import Bucket, Entry, bucket
 from services.failover.decisions import down_key, target_key
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
-from services.scheduler.batching import placed_chunks
+from services.scheduler.batching import addressed_chunks
 from services.scheduler.booking import (
     Booking,
     NotBooked,
@@ -215,14 +215,16 @@ async def announce_many(
         await announce(bus, placements, key, record, revision=revision,
                        note=record.state == "unplaceable" or not record.assignments)
 
-    async def chunk(part: list[PlacedItem]) -> None:
+    async def chunk(to: str, part: list[PlacedItem]) -> None:
         if len(part) == 1:
             await one(position[part[0].spec.id])
         else:
-            await bus.publish(WorkloadsPlaced(placements=part), msg_id=placements_msg_id(part))
+            await bus.publish(WorkloadsPlaced(placements=part, to=to),
+                              msg_id=placements_msg_id(part))
 
-    parts = placed_chunks(items) if len(items) > 1 else [items] if items else []
-    outcomes = await asyncio.gather(*(chunk(p) for p in parts),
+    addressed = addressed_chunks(items)
+    parts = [part for _, part in addressed]
+    outcomes = await asyncio.gather(*(chunk(to, p) for to, p in addressed),
                                     *(one(i) for i in singles), return_exceptions=True)
     for part, outcome in zip(parts, outcomes, strict=False):
         if isinstance(outcome, Exception):

@@ -113,6 +113,30 @@ def test_an_agent_reads_a_batch_when_it_names_it_or_moves_what_runs_here() -> No
     assert not concerns("amstel", {}, "s", body(("a", "zuidas"), ("b", "dommel")))
     # A workload running here placed elsewhere: amstel must stop it.
     assert concerns("amstel", {"a": object()}, "s", body(("a", "zuidas")))
+    # A batch addressed to amstel is all amstel's: taken without reading it.
+    assert concerns("amstel", {}, WorkloadsPlaced.subject("dommel", "amstel"), b"")
+
+
+async def test_a_batch_addressed_to_one_agent_reaches_no_other(
+    nats_server: NatsCluster, tmp_path: Path,
+) -> None:
+    async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
+        bus = await fed.bus("dommel")
+
+        async def consumer(member: str):  # type: ignore[no-untyped-def]
+            return await bus.js.consumer_info("FED", f"agent-{member}")
+
+        before = {m: (await consumer(m)).delivered.consumer_seq for m in ("amstel", "zuidas")}
+        items = [item(placed(spec(f"own-{n}", vcpu=0.5), 1, ("amstel", "ams1")))
+                 for n in range(3)]
+        await bus.publish(WorkloadsPlaced(placements=items, to="amstel"))
+        answer = await wait_until(lambda: bus.last_event(WorkloadsBound.subject("amstel")),
+                                  what="amstel's bindings")
+        assert {b.workload for b in answer[0].bindings} == {i.spec.id for i in items}
+        assert (await consumer("amstel")).delivered.consumer_seq == before["amstel"] + 1
+        # The servers filter it out for zuidas: neither delivered nor pending there.
+        zuidas = await consumer("zuidas")
+        assert (zuidas.delivered.consumer_seq, zuidas.num_pending) == (before["zuidas"], 0)
 
 
 async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(

@@ -12,6 +12,7 @@ import msgspec
 from contracts.resources import Resources
 from contracts.state import PlacementRecord
 from contracts.workload import (
+    EVERY_AGENT,
     Assignment,
     DecisionRecord,
     PlacedItem,
@@ -21,7 +22,13 @@ from contracts.workload import (
     WorkloadsPlaced,
 )
 from mesh.envelope import batch_msg_id
-from services.scheduler.batching import MAX_BATCH_BYTES, chunks_by_size, placed_chunks
+from services.scheduler.batching import (
+    MAX_BATCH_BYTES,
+    addressed_chunks,
+    addressee,
+    chunks_by_size,
+    placed_chunks,
+)
 from services.scheduler.pipeline import decide
 from services.scheduler.records import first_record, rebuilt, record_digest
 from services.scheduler.service import announce_many, placements_msg_id
@@ -93,11 +100,43 @@ class _Placements:
         return revision + 1
 
 
-def record(n: int, *, placed: bool = True) -> tuple[str, PlacementRecord, int]:
+def record(
+    n: int, *, placed: bool = True, on: list[Assignment] | None = None, generation: int = 1,
+) -> tuple[str, PlacementRecord, int]:
     i = item(n)
     return i.spec.id, PlacementRecord(
-        spec=i.spec, state="placed" if placed else "unplaceable", generation=1,
-        assignments=list(i.assignments) if placed else [], decision=i.decision), 7
+        spec=i.spec, state="placed" if placed else "unplaceable", generation=generation,
+        assignments=(on or list(i.assignments)) if placed else [], decision=i.decision), 7
+
+
+def on(*members: str) -> list[Assignment]:
+    return [Assignment(member=m, site=f"{m[0]}1", replica=r) for r, m in enumerate(members)]
+
+
+def test_an_item_is_addressed_to_its_one_member_or_to_every_agent() -> None:
+    first = item(1)
+    assert addressee(first) == "amstel"
+    assert addressee(msgspec.structs.replace(first, assignments=on("dommel", "dommel"))) == (
+        "dommel")
+    # Replicas on several members, or a move (the old replica must hear of it): everyone.
+    assert addressee(msgspec.structs.replace(first, assignments=on("amstel", "dommel"))) == (
+        EVERY_AGENT)
+    assert addressee(msgspec.structs.replace(first, generation=2)) == EVERY_AGENT
+    moved = msgspec.structs.replace(first.decision, cause="failover")
+    assert addressee(msgspec.structs.replace(first, decision=moved)) == EVERY_AGENT
+
+
+def test_addressed_chunks_group_by_addressee_keeping_order() -> None:
+    items = [msgspec.structs.replace(item(n), assignments=on(m))
+             for n, m in enumerate(["amstel", "dommel", "amstel", "zuidas", "dommel"])]
+    items.append(msgspec.structs.replace(item(9), assignments=on("amstel", "zuidas")))
+    out = addressed_chunks(items)
+    assert [(to, [i.spec.id for i in part]) for to, part in out] == [
+        ("amstel", ["wl-0000", "wl-0002"]), ("dommel", ["wl-0001", "wl-0004"]),
+        ("zuidas", ["wl-0003"]), (EVERY_AGENT, ["wl-0009"])]
+    big = [item(n, detail="x" * 4000) for n in range(200)]
+    assert [len(part) for _, part in addressed_chunks(big)] == [
+        len(part) for part in placed_chunks(big)]
 
 
 async def test_announce_many_batches_placed_and_fails_the_unplaceable_one_by_one() -> None:
@@ -109,6 +148,7 @@ async def test_announce_many_batches_placed_and_fails_the_unplaceable_one_by_one
     assert kinds == ["WorkloadFailed", "WorkloadsPlaced"]
     batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
     assert [i.spec.id for i in batch.placements] == ["wl-0001", "wl-0003", "wl-0004"]
+    assert batch.to == "amstel"  # all of it is amstel's: no other agent receives it
     failed = next((e, m) for e, m in bus.sent if isinstance(e, WorkloadFailed))
     assert failed[1] == "failed-wl-0002-1"
     # A placed record's note is left to the agents; the unplaceable one is noted here.
@@ -128,6 +168,23 @@ async def test_a_lone_placement_is_a_placed_event_and_failures_are_per_record() 
     assert results[1] is None
 
 
+async def test_each_agent_gets_a_batch_of_its_own_and_moves_go_to_every_agent() -> None:
+    bus = _Bus()
+    committed = [record(1, on=on("amstel")), record(2, on=on("dommel")),
+                 record(3, on=on("amstel")), record(4, on=on("dommel")),
+                 record(5, on=on("zuidas"), generation=2),
+                 record(6, on=on("amstel"), generation=3)]
+    assert await announce_many(bus, _Placements(), committed) == [None] * 6  # type: ignore[arg-type]
+    batches = {e.to: [i.spec.id for i in e.placements] for e, _ in bus.sent
+               if isinstance(e, WorkloadsPlaced)}
+    assert batches == {"amstel": ["wl-0001", "wl-0003"], "dommel": ["wl-0002", "wl-0004"],
+                       EVERY_AGENT: ["wl-0005", "wl-0006"]}
+    subjects = sorted(WorkloadsPlaced.subject("zuidas", e.target()) for e, _ in bus.sent)
+    assert subjects == ["fed.v1.workload.placements.zuidas._all",
+                        "fed.v1.workload.placements.zuidas.amstel",
+                        "fed.v1.workload.placements.zuidas.dommel"]
+
+
 async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     """What `place_many` creates, `announce_many` describes, and `rebuilt` gives back
     byte for byte; anything else (another record, a wrong digest, no digest) is None."""
@@ -138,8 +195,9 @@ async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     created = first_record(spec, decision, generation=1, submitted_by="zuidas",
                            submitted_at=NOW, now=NOW, history=[])
     bus = _Bus()
+    beside = record(2, on=list(created.assignments))  # in the same batch as `created`
     await announce_many(bus, _Placements(), [(spec.id, created, 41),  # type: ignore[arg-type]
-                                             record(2)])
+                                             beside])
     batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
     item = batch.placements[0]
     assert (item.submitted_by, item.submitted_at, item.record_revision) == ("zuidas", NOW, 41)
@@ -153,10 +211,10 @@ async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     # The digest of the bytes as written, when the caller has it, is taken as it is.
     told = _Bus()
     await announce_many(told, _Placements(),  # type: ignore[arg-type]
-                        [(spec.id, created, 41), record(2)], digests={spec.id: "f" * 64})
+                        [(spec.id, created, 41), beside], digests={spec.id: "f" * 64})
     told_batch = next(e for e, _ in told.sent if isinstance(e, WorkloadsPlaced))
     assert told_batch.placements[0].record_sha256 == "f" * 64
-    assert told_batch.placements[1].record_sha256 == record_digest(record(2)[1])
+    assert told_batch.placements[1].record_sha256 == record_digest(beside[1])
 
     assert rebuilt(msgspec.structs.replace(item, record_sha256="0" * 64)) is None
     assert rebuilt(msgspec.structs.replace(item, record_revision=0)) is None
