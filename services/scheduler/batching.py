@@ -48,11 +48,14 @@ def chunks_by_size(
 
 def placed_chunks(
     items: Sequence[PlacedItem], *, limit: int = MAX_BATCH_BYTES,
-    max_items: int = MAX_BATCH_ITEMS,
+    max_items: int = MAX_BATCH_ITEMS, sizes: Sequence[int] | None = None,
 ) -> list[list[PlacedItem]]:
-    """`items` split into messages of at most `limit` bytes and `max_items` items."""
-    encoder = msgspec.json.Encoder()
-    sizes = [len(encoder.encode(item)) for item in items]
+    """`items` split into messages of at most `limit` bytes and `max_items` items.
+    `sizes`: each item's encoded size or more, when the caller knows it (else encoded
+    here to be measured)."""
+    if sizes is None:
+        encoder = msgspec.json.Encoder()
+        sizes = [len(encoder.encode(item)) for item in items]
     return [[items[i] for i in part]
             for part in chunks_by_size(sizes, limit=limit, max_items=max_items)]
 
@@ -69,12 +72,23 @@ def addressee(item: PlacedItem) -> str:
 
 def addressed_chunks(
     items: Sequence[PlacedItem], *, limit: int = MAX_BATCH_BYTES,
-    max_items: int = MAX_BATCH_ITEMS,
+    max_items: int = MAX_BATCH_ITEMS, sizes: Sequence[int | None] | None = None,
 ) -> list[tuple[str, list[PlacedItem]]]:
     """`items` grouped by `addressee` (in order of first appearance, each group in the
-    order given), then split as `placed_chunks`: (addressee, items) per message."""
-    groups: dict[str, list[PlacedItem]] = {}
-    for item in items:
-        groups.setdefault(addressee(item), []).append(item)
-    return [(to, part) for to, group in groups.items()
-            for part in placed_chunks(group, limit=limit, max_items=max_items)]
+    order given), then split as `placed_chunks`: (addressee, items) per message.
+    `sizes`: per item its encoded size or more where known, None where not."""
+    encoder = msgspec.json.Encoder()
+    groups: dict[str, tuple[list[PlacedItem], list[int]]] = {}
+    for n, item in enumerate(items):
+        size = sizes[n] if sizes is not None else None
+        group = groups.setdefault(addressee(item), ([], []))
+        group[0].append(item)
+        group[1].append(size if size is not None else len(encoder.encode(item)))
+    return [(to, part) for to, (group, known) in groups.items()
+            for part in placed_chunks(group, limit=limit, max_items=max_items, sizes=known)]
+
+
+# A first placement's record (`records.first_record`) has all an item has, and more
+# (state, replicas, history) save the item's revision and digest, which this covers:
+# the record's length plus this bounds the item's.
+ITEM_OVER_RECORD_BYTES = 128

@@ -55,7 +55,7 @@ from mesh.state import Bucket, Entry, bucket
 from services.failover.decisions import down_key, target_key
 from services.iam.enforcement import refused_by_token
 from services.iam.tokens import SUBMIT_ROLES
-from services.scheduler.batching import addressed_chunks
+from services.scheduler.batching import ITEM_OVER_RECORD_BYTES, addressed_chunks
 from services.scheduler.booking import (
     Booking,
     NotBooked,
@@ -182,7 +182,7 @@ def placements_msg_id(items: Sequence[PlacedItem]) -> str:
 async def announce_many(
     bus: Any, placements: Bucket[PlacementRecord],
     committed: Sequence[tuple[str, PlacementRecord, int]],
-    *, digests: Mapping[str, str] | None = None,
+    *, digests: Mapping[str, str] | None = None, sizes: Mapping[str, int] | None = None,
 ) -> list[Exception | None]:
     """`announce` for many records just committed, (key, record, revision) each: the
     placed ones in as few `workload.placements.v1` as their size allows (their notes
@@ -193,7 +193,8 @@ async def announce_many(
 
     For every path that commits many placements at once (new ones; failover and
     recovery moves could use it too). `digests`: the sha256 of each record's JSON as
-    written, when the caller has it (else computed here)."""
+    written, when the caller has it (else computed here); `sizes`: the length of that
+    JSON (so the items need not be encoded to be measured for their batches)."""
     results: list[Exception | None] = [None] * len(committed)
     items: list[PlacedItem] = []
     position: dict[str, int] = {}
@@ -222,7 +223,10 @@ async def announce_many(
             await bus.publish(WorkloadsPlaced(placements=part, to=to),
                               msg_id=placements_msg_id(part))
 
-    addressed = addressed_chunks(items)
+    known = sizes or {}
+    addressed = addressed_chunks(items, sizes=[
+        known[i.spec.id] + ITEM_OVER_RECORD_BYTES if i.spec.id in known else None
+        for i in items])
     parts = [part for _, part in addressed]
     outcomes = await asyncio.gather(*(chunk(to, p) for to, p in addressed),
                                     *(one(i) for i in singles), return_exceptions=True)
@@ -479,7 +483,8 @@ class SchedulerService:
         announced = await announce_many(
             self.ctx.bus, self.placements,
             [(items[i].spec.id, records[i], revision) for i, revision in created],
-            digests={items[i].spec.id: digest_of(bodies[i]) for i, _ in created})
+            digests={items[i].spec.id: digest_of(bodies[i]) for i, _ in created},
+            sizes={items[i].spec.id: len(bodies[i]) for i, _ in created})
         for (i, _), failure in zip(created, announced, strict=True):
             if isinstance(failure, Exception):
                 results[i] = failure  # redelivered: the committed record is announced then

@@ -23,6 +23,7 @@ from contracts.workload import (
 )
 from mesh.envelope import batch_msg_id
 from services.scheduler.batching import (
+    ITEM_OVER_RECORD_BYTES,
     MAX_BATCH_BYTES,
     addressed_chunks,
     addressee,
@@ -34,7 +35,7 @@ from services.scheduler.records import first_record, rebuilt, record_digest
 from services.scheduler.service import announce_many, placements_msg_id
 from services.scheduler.snapshot import snapshot_of
 from support import demo_profiles
-from support_workloads import demo_spec
+from support_workloads import demo_spec, demo_specs
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -67,6 +68,24 @@ def test_placed_chunks_fit_one_message_each() -> None:
     for part in parts:
         body = msgspec.json.encode(WorkloadsPlaced(placements=part))
         assert len(body) <= MAX_BATCH_BYTES
+
+
+def test_an_items_size_is_bounded_by_its_records() -> None:
+    """`announce_many` measures items by the records just written (plus a margin), never
+    encoding them again: the bound must hold for every first placement."""
+    profiles = {p.id: p for p in demo_profiles()}
+    snap = snapshot_of(profiles, today=NOW.date())
+    for spec in [*demo_specs(), item(1).spec]:
+        decision = decide(spec, snap, decided_by="amstel", now=NOW)
+        if not decision.chosen:
+            continue
+        record = first_record(spec, decision, generation=1, submitted_by="zuidas",
+                              submitted_at=NOW, now=NOW, history=[])
+        placed = PlacedItem(spec=spec, assignments=decision.chosen, decision=decision,
+                            submitted_by="zuidas", submitted_at=NOW,
+                            record_revision=2**53, record_sha256=record_digest(record))
+        assert len(msgspec.json.encode(placed)) <= (
+            len(msgspec.json.encode(record)) + ITEM_OVER_RECORD_BYTES), spec.id
 
 
 def test_batch_ids_repeat_for_the_same_items_only() -> None:
@@ -137,6 +156,9 @@ def test_addressed_chunks_group_by_addressee_keeping_order() -> None:
     big = [item(n, detail="x" * 4000) for n in range(200)]
     assert [len(part) for _, part in addressed_chunks(big)] == [
         len(part) for part in placed_chunks(big)]
+    # Sizes the caller knows are taken as they are (here: each item counted as 100 kB).
+    assert [len(part) for _, part in addressed_chunks(big[:6], sizes=[100_000] * 6)] == [
+        2, 2, 2]
 
 
 async def test_announce_many_batches_placed_and_fails_the_unplaceable_one_by_one() -> None:
