@@ -73,7 +73,9 @@ JS_TIMEOUT_S = 2.0
 
 def passing_js_error(exc: BaseException) -> bool:
     """True for JetStream errors that pass by themselves (timeouts, leader elections)."""
+    # NoStreamResponseError: a publish nobody stored (no stream leader at that moment).
     if isinstance(exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                        nats.js.errors.NoStreamResponseError,
                         nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError)):
         return True
     # Not every APIError subclass sets err_code (KeyNotFoundError does not).
