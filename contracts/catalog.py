@@ -15,6 +15,7 @@ from contracts.takeover import (
     TakeoverStep,
 )
 from contracts.workload import (
+    PlacementsDispatched,
     WorkloadBound,
     WorkloadFailed,
     WorkloadPlaced,
@@ -33,6 +34,7 @@ MESSAGE_TYPES: dict[str, type[Event]] = {
         WorkloadSubmitted,
         WorkloadPlaced,
         WorkloadsPlaced,
+        PlacementsDispatched,
         WorkloadBound,
         WorkloadsBound,
         WorkloadFailed,

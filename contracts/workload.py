@@ -191,19 +191,33 @@ class PlacedItem(msgspec.Struct, kw_only=True, frozen=True):
     record_sha256: str = ""
 
 
+class WorkloadsPlaced(Event, kw_only=True):
+    DOMAIN: ClassVar[str] = "workload"
+    EVENT: ClassVar[str] = "placements"
+    SUMMARY: ClassVar[str] = (
+        "A scheduler commits a batch of placements (each once, by compare-and-set), "
+        "signed once for all of them, for every agent to read. Schedulers now send "
+        "`workload.dispatched.v1` instead; agents and audits still read this one."
+    )
+
+    # Each item as a `workload.placed.v1` would carry it; a workload at most once.
+    placements: list[PlacedItem]
+
+
 # The addressee of a batch of placements that is not for one member's agent alone.
 EVERY_AGENT = "_all"
 # A member id, or EVERY_AGENT (which no member id can be: ids start with a letter).
 Addressee = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9-]{1,31}|_all)$")]
 
 
-class WorkloadsPlaced(Event, kw_only=True):
+class PlacementsDispatched(Event, kw_only=True):
     DOMAIN: ClassVar[str] = "workload"
-    EVENT: ClassVar[str] = "placements"
+    EVENT: ClassVar[str] = "dispatched"
     TARGETED: ClassVar[bool] = True
     SUMMARY: ClassVar[str] = (
         "A scheduler commits a batch of placements (each once, by compare-and-set), "
-        "signed once for all of them, addressed to the one agent they concern or to all."
+        "signed once for all of them, addressed to the one agent they concern or to "
+        "every agent."
     )
 
     # Each item as a `workload.placed.v1` would carry it; a workload at most once, and
@@ -213,7 +227,7 @@ class WorkloadsPlaced(Event, kw_only=True):
     # placement, all replicas there), so only its agent receives and decodes the batch.
     # EVERY_AGENT: anything else, e.g. a move, whose earlier generation may run
     # elsewhere and must stop there.
-    to: Addressee = EVERY_AGENT
+    to: Addressee
 
     def target(self) -> str:
         return self.to

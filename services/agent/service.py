@@ -4,9 +4,10 @@
 - capacity reports (`registry.capacity.v1`) at start, after changes (at most one per
   `coalesce_s`) and every `capacity_every_s`;
 - a per-member durable consumer `agent-<member>` on `workload.placed`,
-  `workload.placements` (a scheduler's batch) addressed to this member or to every
-  agent, and `workload.released`: it acts on its own replicas; it answers a placed event
-  with a `workload.bound`, a batch with one `workload.bindings` for all its replicas in it;
+  `workload.dispatched` (a scheduler's batch) addressed to this member or to every
+  agent, `workload.placements` (an unaddressed batch, from schedulers before that) and
+  `workload.released`: it acts on its own replicas; it answers a placed event with a
+  `workload.bound`, a batch with one `workload.bindings` for all its replicas in it;
 - at start, a reconcile from `fed_placements` (what a restarted node must run again);
 - backups of each stateful workload's data to `fed_data` at an interval derived from
   its `rpo_seconds` (`services.agent.backup`), so a takeover from a member that is gone
@@ -39,6 +40,7 @@ from contracts.workload import (
     Assignment,
     BoundItem,
     PlacedItem,
+    PlacementsDispatched,
     WorkloadBound,
     WorkloadFailed,
     WorkloadPlaced,
@@ -96,18 +98,18 @@ class _Targets(msgspec.Struct):
     member: str = ""
     workload: str = ""
     spec: _SpecId = msgspec.field(default_factory=_SpecId)
-    placements: list[_PlacedTargets] = []  # a batch: `workload.placements.v1`
+    placements: list[_PlacedTargets] = []  # a batch: `workload.dispatched/placements.v1`
 
 
 _targets = msgspec.json.Decoder(_Targets)
-_BATCHES = WorkloadsPlaced.subject_pattern()[:-3]  # "fed.v1.workload.placements"
+_DISPATCHED = PlacementsDispatched.subject_pattern()[:-3]  # "fed.v1.workload.dispatched"
 
 
 def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) -> bool:
     """Whether a placed/released event may ask anything of this member's agent: it names
     the member, or it is about a workload running here (which then moves away). Others
     are skipped before their signature is checked; they would be ignored after it."""
-    if subject.startswith(_BATCHES) and subject.endswith(f".{me}"):
+    if subject.startswith(_DISPATCHED) and subject.endswith(f".{me}"):
         return True  # a batch addressed to this agent: all of it is for us
     targets = _targets.decode(body)
     if targets.member == me or any(a.member == me for a in targets.assignments):
@@ -196,10 +198,12 @@ class AgentService:
         # reconcile below; a restarted node resumes its durable where it left off.
         self._consumer = await ctx.bus.consume(
             self._on_event,
-            # Batches addressed to this agent or to every agent; not other agents' own.
+            # Batches addressed to this agent or to every agent, not other agents' own;
+            # and those of schedulers from before batches were addressed.
             subjects=[WorkloadPlaced.subject_pattern(),
-                      WorkloadsPlaced.subject_pattern(target=ctx.member),
-                      WorkloadsPlaced.subject_pattern(target=EVERY_AGENT),
+                      PlacementsDispatched.subject_pattern(target=ctx.member),
+                      PlacementsDispatched.subject_pattern(target=EVERY_AGENT),
+                      WorkloadsPlaced.subject_pattern(),
                       WorkloadReleased.subject_pattern()],
             durable=f"agent-{ctx.member}",
             deliver="new",
@@ -357,7 +361,7 @@ class AgentService:
         if isinstance(event, WorkloadPlaced):
             await self.apply(event.spec, event.generation, event.assignments,
                              from_event=True)
-        elif isinstance(event, WorkloadsPlaced):
+        elif isinstance(event, (PlacementsDispatched, WorkloadsPlaced)):
             await self.apply_many(event.placements)
         elif isinstance(event, WorkloadReleased) and event.member == self.ctx.member:
             me = self.ctx.member
@@ -434,9 +438,10 @@ class AgentService:
                 )
 
     async def apply_many(self, items: Sequence[PlacedItem]) -> None:
-        """`apply` for every placement of a `workload.placements.v1`, as its signed event
-        says, a few at once (one lock per workload keeps each in order); what runs here
-        is said in one `workload.bindings.v1`. A failed item fails the whole message
+        """`apply` for every placement of a `workload.dispatched.v1` (or of an older
+        `workload.placements.v1`), as its signed event says, a few at once (one lock per
+        workload keeps each in order); what runs here is said in one
+        `workload.bindings.v1`. A failed item fails the whole message
         (redelivered: what runs already is confirmed again, idempotently), but only after
         the others' bindings are out."""
         gate = asyncio.Semaphore(AGENT_CONCURRENCY)

@@ -3,7 +3,8 @@
 Pure. `DecisionAudit` follows the verified events of FED in order: it keeps the newest
 announced profile of each member and the newest spec of each
 workload; for every `workload.placed.v1` / `workload.failed.v1`, and every item of a
-`workload.placements.v1` (a scheduler's batch, signed once), it checks the record:
+`workload.dispatched.v1` or `workload.placements.v1` (a scheduler's batch, signed once),
+it checks the record:
 
 - the chosen members are distinct, no more than the replicas asked for, and the event's
   assignments are the record's choice;
@@ -29,6 +30,7 @@ from contracts.registry import MemberAnnounced, MemberProfile
 from contracts.workload import (
     Assignment,
     DecisionRecord,
+    PlacementsDispatched,
     Verdict,
     WorkloadFailed,
     WorkloadPlaced,
@@ -147,7 +149,7 @@ class DecisionAudit:
             if count:
                 self._check(seq, event.spec.id, event.generation, event.decision,
                             spec=event.spec, assignments=event.assignments)
-        elif isinstance(event, WorkloadsPlaced):
+        elif isinstance(event, (PlacementsDispatched, WorkloadsPlaced)):
             for item in event.placements:
                 self.specs[item.spec.id] = item.spec
                 if count:

@@ -1,7 +1,7 @@
 """Many commits announced in few signed messages. Pure: no I/O.
 
 A batch of placements committed together (`SchedulerService.place_many`) is announced as
-`workload.placements.v1` messages rather than one `workload.placed.v1` each: one
+`workload.dispatched.v1` messages rather than one `workload.placed.v1` each: one
 signature, one replicated write to FED and one delivery (and ack) per agent for many
 workloads. A message stays under `MAX_BATCH_BYTES` (a decision record at 1,000 members
 is 70 kB or more, and a NATS message is at most 1 MB), so a batch may take several.

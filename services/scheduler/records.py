@@ -2,7 +2,7 @@
 
 Pure. `first_record` is the `fed_placements` record a commit creates for a decision. A
 batch announces each new record's revision and digest with its item
-(`workload.placements.v1`), so an agent rebuilds it from the item (`rebuilt`), checks
+(`workload.dispatched.v1`), so an agent rebuilds it from the item (`rebuilt`), checks
 the digest, and writes its replica's state at that revision: one read of the record
 less per workload. Anything else (a digest that differs, a record written since) and
 the agent reads the record as before.

@@ -15,7 +15,7 @@ Publishing happens after the CAS, so a crash in between leaves a record whose
 `published_generation` lags its `generation`; the redelivered message (or the same
 submission sent again) publishes the missing event. Msg ids are deterministic
 (`placed-<id>-<gen>`, `failed-<id>-<gen>`), so JetStream keeps one of each. A batch of
-new placements is announced together (`announce_many`: `workload.placements.v1`, one
+new placements is announced together (`announce_many`: `workload.dispatched.v1`, one
 signature for many; its msg id derived from the items); the one-by-one repair of a
 redelivery announces with `workload.placed.v1`.
 """
@@ -39,10 +39,10 @@ from contracts.state import DownDecision, PlacementRecord, SiteLedger
 from contracts.workload import (
     Assignment,
     PlacedItem,
+    PlacementsDispatched,
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadSpec,
-    WorkloadsPlaced,
     WorkloadSubmitted,
 )
 from mesh import layout
@@ -185,7 +185,7 @@ async def announce_many(
     *, digests: Mapping[str, str] | None = None, sizes: Mapping[str, int] | None = None,
 ) -> list[Exception | None]:
     """`announce` for many records just committed, (key, record, revision) each: the
-    placed ones in as few `workload.placements.v1` as their size allows (their notes
+    placed ones in as few `workload.dispatched.v1` as their size allows (their notes
     left to the agents, as `announce(note=False)`), a lone one as `workload.placed.v1`;
     the unplaceable ones each as `workload.failed.v1`, noted. Returns per record None
     (announced) or the error its announcement failed with (a redelivered submission
@@ -220,7 +220,7 @@ async def announce_many(
         if len(part) == 1:
             await one(position[part[0].spec.id])
         else:
-            await bus.publish(WorkloadsPlaced(placements=part, to=to),
+            await bus.publish(PlacementsDispatched(placements=part, to=to),
                               msg_id=placements_msg_id(part))
 
     known = sizes or {}
@@ -801,7 +801,7 @@ class SchedulerService:
                 await unbook_many(self.ledgers, state, dict(lost), attempt=held)
             if dropped:
                 await unbook_many(self.ledgers, state, dict(dropped))
-            # One signed `workload.placements.v1` per few dozen moves: the successors'
+            # One signed `workload.dispatched.v1` per few dozen moves: the successors'
             # agents start them from a handful of messages, not one per workload.
             announced = await announce_many(self.ctx.bus, self.placements, [
                 (key, moves[key][1], state.placements[key].revision) for key in done])

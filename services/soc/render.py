@@ -76,6 +76,7 @@ SUMMARIES: dict[str, Callable[[Data], str]] = {
     ),
     "workload.placed.v1": _placed,
     "workload.placements.v1": _placements,
+    "workload.dispatched.v1": _placements,
     "workload.bindings.v1": _bindings,
     "workload.bound.v1": lambda d: (
         f"site={d.get('site')} gen {d.get('generation')} driver={d.get('driver')}"

@@ -14,9 +14,11 @@ from contracts.registry import CapacityReported
 from contracts.resources import Resources
 from contracts.state import PlacementRecord, ReplicaStatus
 from contracts.workload import (
+    EVERY_AGENT,
     Assignment,
     DecisionRecord,
     PlacedItem,
+    PlacementsDispatched,
     WorkloadBound,
     WorkloadFailed,
     WorkloadPlaced,
@@ -114,7 +116,7 @@ def test_an_agent_reads_a_batch_when_it_names_it_or_moves_what_runs_here() -> No
     # A workload running here placed elsewhere: amstel must stop it.
     assert concerns("amstel", {"a": object()}, "s", body(("a", "zuidas")))
     # A batch addressed to amstel is all amstel's: taken without reading it.
-    assert concerns("amstel", {}, WorkloadsPlaced.subject("dommel", "amstel"), b"")
+    assert concerns("amstel", {}, PlacementsDispatched.subject("dommel", "amstel"), b"")
 
 
 async def test_a_batch_addressed_to_one_agent_reaches_no_other(
@@ -129,7 +131,7 @@ async def test_a_batch_addressed_to_one_agent_reaches_no_other(
         before = {m: (await consumer(m)).delivered.consumer_seq for m in ("amstel", "zuidas")}
         items = [item(placed(spec(f"own-{n}", vcpu=0.5), 1, ("amstel", "ams1")))
                  for n in range(3)]
-        await bus.publish(WorkloadsPlaced(placements=items, to="amstel"))
+        await bus.publish(PlacementsDispatched(placements=items, to="amstel"))
         answer = await wait_until(lambda: bus.last_event(WorkloadsBound.subject("amstel")),
                                   what="amstel's bindings")
         assert {b.workload for b in answer[0].bindings} == {i.spec.id for i in items}
@@ -139,9 +141,12 @@ async def test_a_batch_addressed_to_one_agent_reaches_no_other(
         assert (zuidas.delivered.consumer_seq, zuidas.num_pending) == (before["zuidas"], 0)
 
 
+@pytest.mark.parametrize("addressed", [True, False], ids=["dispatched-to-all", "placements-v1"])
 async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(
-    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, addressed: bool,
 ) -> None:
+    """A batch for every agent, as a scheduler sends it now (`workload.dispatched.v1`
+    to `_all`) or sent it before batches were addressed (`workload.placements.v1`)."""
     async with federation(nats_server.urls, tmp_path / "fed", services=AGENTS) as fed:
         bus = await fed.bus("dommel")
         kv = await placements(bus)
@@ -176,7 +181,8 @@ async def test_a_batch_of_placements_is_bound_and_answered_in_one_message(
                 return await real(key)
 
             monkeypatch.setattr(bucket, "get", counted)
-        await bus.publish(WorkloadsPlaced(placements=items))
+        await bus.publish(PlacementsDispatched(placements=items, to=EVERY_AGENT) if addressed
+                          else WorkloadsPlaced(placements=items))
 
         for member in ("amstel", "zuidas"):
             answer = await wait_until(

@@ -8,7 +8,13 @@ import datetime as dt
 import msgspec
 
 from contracts.registry import MemberAnnounced
-from contracts.workload import Assignment, PlacedItem, WorkloadsPlaced
+from contracts.workload import (
+    EVERY_AGENT,
+    Assignment,
+    PlacedItem,
+    PlacementsDispatched,
+    WorkloadsPlaced,
+)
 from services.audit.decisions import DecisionAudit, check_decision
 from services.scheduler.pipeline import decide
 from services.scheduler.snapshot import snapshot_of
@@ -66,3 +72,7 @@ def test_every_item_of_a_batch_is_checked() -> None:
     # Not counted (before --since): the specs are still learnt, nothing is checked.
     audit.feed(12, WorkloadsPlaced(placements=items), count=False)
     assert audit.checked == 4
+    # An addressed batch (what schedulers send now) is checked the same way.
+    audit.feed(13, PlacementsDispatched(placements=[lying], to=EVERY_AGENT))
+    assert audit.checked == 5
+    assert [(m.seq, m.workload) for m in audit.mismatches][-1] == (13, "rvig-brp-kern")

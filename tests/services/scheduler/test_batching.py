@@ -16,10 +16,10 @@ from contracts.workload import (
     Assignment,
     DecisionRecord,
     PlacedItem,
+    PlacementsDispatched,
     WorkloadFailed,
     WorkloadPlaced,
     WorkloadSpec,
-    WorkloadsPlaced,
 )
 from mesh.envelope import batch_msg_id
 from services.scheduler.batching import (
@@ -66,7 +66,7 @@ def test_placed_chunks_fit_one_message_each() -> None:
     assert [i for part in parts for i in part] == items
     assert len(parts) > 1
     for part in parts:
-        body = msgspec.json.encode(WorkloadsPlaced(placements=part))
+        body = msgspec.json.encode(PlacementsDispatched(placements=part, to=EVERY_AGENT))
         assert len(body) <= MAX_BATCH_BYTES
 
 
@@ -167,8 +167,8 @@ async def test_announce_many_batches_placed_and_fails_the_unplaceable_one_by_one
     results = await announce_many(bus, kv, committed)  # type: ignore[arg-type]
     assert results == [None] * 4
     kinds = sorted(type(e).__name__ for e, _ in bus.sent)
-    assert kinds == ["WorkloadFailed", "WorkloadsPlaced"]
-    batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
+    assert kinds == ["PlacementsDispatched", "WorkloadFailed"]
+    batch = next(e for e, _ in bus.sent if isinstance(e, PlacementsDispatched))
     assert [i.spec.id for i in batch.placements] == ["wl-0001", "wl-0003", "wl-0004"]
     assert batch.to == "amstel"  # all of it is amstel's: no other agent receives it
     failed = next((e, m) for e, m in bus.sent if isinstance(e, WorkloadFailed))
@@ -183,7 +183,7 @@ async def test_a_lone_placement_is_a_placed_event_and_failures_are_per_record() 
     assert results == [None]
     assert [(type(e), m) for e, m in bus.sent] == [(WorkloadPlaced, "placed-wl-0001-1")]
 
-    failing = _Bus(fail=WorkloadsPlaced)
+    failing = _Bus(fail=PlacementsDispatched)
     results = await announce_many(failing, _Placements(),  # type: ignore[arg-type]
                                   [record(1), record(2, placed=False), record(3)])
     assert isinstance(results[0], ConnectionError) and isinstance(results[2], ConnectionError)
@@ -198,13 +198,13 @@ async def test_each_agent_gets_a_batch_of_its_own_and_moves_go_to_every_agent() 
                  record(6, on=on("amstel"), generation=3)]
     assert await announce_many(bus, _Placements(), committed) == [None] * 6  # type: ignore[arg-type]
     batches = {e.to: [i.spec.id for i in e.placements] for e, _ in bus.sent
-               if isinstance(e, WorkloadsPlaced)}
+               if isinstance(e, PlacementsDispatched)}
     assert batches == {"amstel": ["wl-0001", "wl-0003"], "dommel": ["wl-0002", "wl-0004"],
                        EVERY_AGENT: ["wl-0005", "wl-0006"]}
-    subjects = sorted(WorkloadsPlaced.subject("zuidas", e.target()) for e, _ in bus.sent)
-    assert subjects == ["fed.v1.workload.placements.zuidas._all",
-                        "fed.v1.workload.placements.zuidas.amstel",
-                        "fed.v1.workload.placements.zuidas.dommel"]
+    subjects = sorted(PlacementsDispatched.subject("zuidas", e.target()) for e, _ in bus.sent)
+    assert subjects == ["fed.v1.workload.dispatched.zuidas._all",
+                        "fed.v1.workload.dispatched.zuidas.amstel",
+                        "fed.v1.workload.dispatched.zuidas.dommel"]
 
 
 async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
@@ -220,7 +220,7 @@ async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     beside = record(2, on=list(created.assignments))  # in the same batch as `created`
     await announce_many(bus, _Placements(), [(spec.id, created, 41),  # type: ignore[arg-type]
                                              beside])
-    batch = next(e for e, _ in bus.sent if isinstance(e, WorkloadsPlaced))
+    batch = next(e for e, _ in bus.sent if isinstance(e, PlacementsDispatched))
     item = batch.placements[0]
     assert (item.submitted_by, item.submitted_at, item.record_revision) == ("zuidas", NOW, 41)
     # Across the bus: the item as an agent decodes it.
@@ -234,7 +234,7 @@ async def test_an_item_lets_an_agent_rebuild_the_record_it_created() -> None:
     told = _Bus()
     await announce_many(told, _Placements(),  # type: ignore[arg-type]
                         [(spec.id, created, 41), beside], digests={spec.id: "f" * 64})
-    told_batch = next(e for e, _ in told.sent if isinstance(e, WorkloadsPlaced))
+    told_batch = next(e for e, _ in told.sent if isinstance(e, PlacementsDispatched))
     assert told_batch.placements[0].record_sha256 == "f" * 64
     assert told_batch.placements[1].record_sha256 == record_digest(beside[1])
 

@@ -18,6 +18,7 @@ from contracts.workload import (
     BoundItem,
     DecisionRecord,
     PlacedItem,
+    PlacementsDispatched,
     WorkloadPlaced,
     WorkloadsBound,
     WorkloadSpec,
@@ -148,6 +149,9 @@ def test_readable_line() -> None:
     ce = to_dict(build(batch, envelope(batch), severity="info"))
     assert data_summary(ce) == ("5 placement(s): wl-0→amstel/ams-1, wl-1→amstel/ams-1, "
                                 "wl-2→amstel/ams-1 +2")
+    dispatched = PlacementsDispatched(placements=batch.placements[:1], to="amstel")
+    ce = to_dict(build(dispatched, envelope(dispatched), severity="info"))
+    assert data_summary(ce) == "1 placement(s): wl-0→amstel/ams-1"
     bindings = WorkloadsBound(driver="sim", bindings=[
         BoundItem(workload="wl-0", site="ams-1", generation=1)])
     ce = to_dict(build(bindings, envelope(bindings), severity="info"))
