@@ -101,7 +101,11 @@ class Assignment(msgspec.Struct, kw_only=True, frozen=True):
     replica: int = 0
 
 
-class Verdict(msgspec.Struct, kw_only=True, frozen=True):
+# A decision is stored three times per placement (its record, the record's update by
+# the agent, the signed batch in FED), and most of it is verdicts: they leave out the
+# fields at their defaults (`omit_defaults`: a class's verdict names no member or site),
+# about 5 % less of a decision to write, replicate and read. Readers fill the defaults in.
+class Verdict(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """What one filter said of one member (and site, when the filter is per site)."""
 
     member: str
@@ -113,7 +117,7 @@ class Verdict(msgspec.Struct, kw_only=True, frozen=True):
     detail: str = ""
 
 
-class VerdictClass(msgspec.Struct, kw_only=True, frozen=True):
+class VerdictClass(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """Member-level verdicts shared by every member of an equivalence class: members
     whose filtered attributes are equal get the same verdicts (`member` left empty)."""
 
