@@ -85,17 +85,16 @@ def logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return,unused-ignore]
 
 
-_tracer: tuple[object, trace.Tracer] | None = None
+# Made once: `get_tracer` checks its arguments with regular expressions, and
+# `trace.get_tracer_provider()` looks in os.environ on every call (a twentieth of a
+# publisher's CPU). Without a provider yet, this is OpenTelemetry's proxy, which follows
+# the provider set later (by `setup`, or by a test).
+_tracer = trace.get_tracer("stekker")
 
 
 def tracer() -> trace.Tracer:
-    """The tracer of the provider in force, made once per provider: `get_tracer` checks
-    its arguments with regular expressions each call, a cost per message otherwise."""
-    global _tracer
-    provider = trace.get_tracer_provider()
-    if _tracer is None or _tracer[0] is not provider:
-        _tracer = (provider, provider.get_tracer("stekker"))
-    return _tracer[1]
+    """The tracer of the provider in force."""
+    return _tracer
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
