@@ -113,7 +113,8 @@ async def retry_passing(
     that pass while a cluster elects its leaders; give up after `bound_s`.
 
     The first attempt runs on its own: it almost always succeeds, and setting up the
-    retrying machinery for every publish and KV write cost a tenth of a publisher's CPU.
+    retrying machinery for every publish and KV write cost an eighth of a publisher's
+    CPU.
     """
     started = time.monotonic()
     try:

@@ -2,11 +2,10 @@
 
 Logs are JSON when stderr is not a terminal, readable lines when it is. Traces are
 recorded only where they can go: with OTEL_EXPORTER_OTLP_ENDPOINT set, a process records
-its spans and sends them over OTLP/HTTP. Without it, no span is recorded (recording
-spans nobody collects cost a node about a twentieth of its CPU under load), but a trace
-context that arrives is passed on. Trace context travels in each message's
-`traceparent` header, so one submission can be followed from the CLI through the
-scheduler to the agent that binds it.
+its spans and sends them over OTLP/HTTP. Without it, no span is recorded (a cost on
+every message, for nobody), but a trace context that arrives is passed on. Trace
+context travels in each message's `traceparent` header, so one submission can be
+followed from the CLI through the scheduler to the agent that binds it.
 """
 
 from __future__ import annotations

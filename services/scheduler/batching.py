@@ -24,7 +24,11 @@ from contracts.workload import EVERY_AGENT, PlacedItem
 MAX_BATCH_BYTES = 256 * 1024
 # Beyond this many items per message, a bad item costs a whole message's redelivery.
 MAX_BATCH_ITEMS = 256
-_ENVELOPE_BYTES = 64  # `{"placements":[...]}` and the commas between items
+_ENVELOPE_BYTES = 64  # `{"placements":[...],"to":"…"}` and the commas between items
+# A first placement's record (`records.first_record`) has all an item has, and more
+# (state, replicas, history) save the item's revision and digest, which this covers:
+# the record's length plus this bounds the item's.
+ITEM_OVER_RECORD_BYTES = 128
 
 
 def chunks_by_size(
@@ -86,9 +90,3 @@ def addressed_chunks(
         group[1].append(size if size is not None else len(encoder.encode(item)))
     return [(to, part) for to, (group, known) in groups.items()
             for part in placed_chunks(group, limit=limit, max_items=max_items, sizes=known)]
-
-
-# A first placement's record (`records.first_record`) has all an item has, and more
-# (state, replicas, history) save the item's revision and digest, which this covers:
-# the record's length plus this bounds the item's.
-ITEM_OVER_RECORD_BYTES = 128
