@@ -12,7 +12,8 @@ from typing import Annotated, ClassVar
 import msgspec
 
 # Ids end up as subject tokens and KV keys, so they must be plain lowercase words.
-MemberId = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{1,31}$")]
+MEMBER_ID = r"[a-z][a-z0-9-]{1,31}"
+MemberId = Annotated[str, msgspec.Meta(pattern=f"^{MEMBER_ID}$")]
 WorkloadId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
 SealLevel = Annotated[int, msgspec.Meta(ge=0, le=4)]

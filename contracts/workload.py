@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from contracts.base import Event, MemberId, SealLevel, WorkloadId
+from contracts.base import MEMBER_ID, Event, MemberId, SealLevel, WorkloadId
 from contracts.registry import Classification, StackComponent
 from contracts.resources import Resources
 
@@ -211,7 +211,7 @@ class WorkloadsPlaced(Event, kw_only=True):
 # The addressee of a batch of placements that is not for one member's agent alone.
 EVERY_AGENT = "_all"
 # A member id, or EVERY_AGENT (which no member id can be: ids start with a letter).
-Addressee = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9-]{1,31}|_all)$")]
+Addressee = Annotated[str, msgspec.Meta(pattern=f"^({MEMBER_ID}|{EVERY_AGENT})$")]
 
 
 class PlacementsDispatched(Event, kw_only=True):
@@ -267,7 +267,7 @@ class WorkloadsBound(Event, kw_only=True):
     EVENT: ClassVar[str] = "bindings"
     SUMMARY: ClassVar[str] = (
         "A member's agent runs its replicas of a batch of placed workloads (its answer to "
-        "a workload.placements.v1), signed once for all of them."
+        "a workload.dispatched.v1 or workload.placements.v1), signed once for all of them."
     )
 
     driver: str

@@ -102,7 +102,7 @@ class _Targets(msgspec.Struct):
 
 
 _targets = msgspec.json.Decoder(_Targets)
-_DISPATCHED = PlacementsDispatched.subject_pattern()[:-3]  # "fed.v1.workload.dispatched"
+_DISPATCHED = PlacementsDispatched.subject_pattern().removesuffix(".*.*")
 
 
 def concerns(me: str, running: Mapping[str, object], subject: str, body: bytes) -> bool:
