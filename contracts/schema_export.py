@@ -8,6 +8,7 @@ gives the same dicts, key order included, so committed copies can be compared by
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgspec
@@ -122,6 +123,29 @@ def _refers_to(node: Any, ref: str) -> bool:
     return False
 
 
+def _clean_text(node: Any) -> Any:
+    """`node` with every `description` normalised as `inspect.cleandoc` does.
+
+    msgspec takes descriptions from docstrings, and its versions differ in whether they
+    keep a docstring's continuation indentation (0.23 keeps it). Normalising here makes
+    the generated schemas depend on the text alone, not on the library's version.
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_text(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list | tuple):
+        return type(node)(_clean_text(v) for v in node)
+    return node
+
+
+def _schema(cls: Any) -> dict[str, Any]:
+    """msgspec's JSON Schema of `cls`, its texts normalised (`_clean_text`)."""
+    out: dict[str, Any] = _clean_text(msgspec.json.schema(cls))
+    return out
+
+
 def _hoist_root(
     raw: dict[str, Any], defs_prefix: str
 ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
@@ -173,7 +197,7 @@ def _document(
 
 def message_schema(cls: type[Event]) -> dict[str, Any]:
     """The JSON Schema of one message type's body."""
-    return _document(cls.type_name(), cls.SUMMARY, msgspec.json.schema(cls), cls.subject_pattern())
+    return _document(cls.type_name(), cls.SUMMARY, _schema(cls), cls.subject_pattern())
 
 
 def soc_cloudevent_schema() -> dict[str, Any]:
@@ -246,7 +270,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     for name, cls in MESSAGE_TYPES.items():
         out[name] = message_schema(cls)
     for name, (doc_cls, description) in DOCUMENTS.items():
-        out[name] = _document(name, description, msgspec.json.schema(doc_cls), None)
+        out[name] = _document(name, description, _schema(doc_cls), None)
     out[SOC_TYPE] = _document(
         SOC_TYPE,
         "A CloudEvents 1.0 event (structured JSON) on the SOC stream.",
@@ -318,7 +342,9 @@ def envelope_headers_schema() -> dict[str, Any]:
 def _component_schemas() -> dict[str, dict[str, Any]]:
     prefix = "#/components/schemas/"
     types: list[type[Any]] = [*MESSAGE_TYPES.values()]
-    roots, components = msgspec.json.schema_components(types, ref_template=prefix + "{name}")
+    roots, components = _clean_text(
+        msgspec.json.schema_components(types, ref_template=prefix + "{name}")
+    )
     out: dict[str, Any] = dict(components)
     for (name, cls), root in zip(MESSAGE_TYPES.items(), roots, strict=True):
         if name in out:
