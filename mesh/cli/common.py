@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mesh.bus import Bus
-from mesh.errors import FederationNotRunning, MeshError
+from mesh.errors import FederationNotRunning, MeshError, NodeNotRunning
 from mesh.keys import Identity, load_identity
 from mesh.localfed import AUTH_DIR, LocalFederation, find_data_dir
 from mesh.trust import TrustStore
@@ -150,6 +150,49 @@ async def open_bus(*, sign: bool = False, service: str = "cli",
         raise FederationNotRunning("the federation has no roster yet (still starting?)")
     bus.trust = TrustStore(roster)
     return bus
+
+
+# How long a command waits for a node's answer before it says the node is not there.
+NODE_CHECK_TIMEOUT_S = 2.0
+
+
+def _start_hint(member: str) -> str:
+    """What to do when `member`'s node does not answer: in the folder of a `stekker up`
+    that runs the member, the command that starts it; elsewhere, where to look."""
+    fed = LocalFederation(_settings.data_dir)
+    state = fed.load() if not _settings.nats else None
+    if state is not None and member in state.members:
+        return f"start it with `stekker member start {member}`"
+    return f"start its `stekker node --member {member}`, or check its logs"
+
+
+async def require_node(bus: Bus, member: str, *, acting: bool) -> dict[str, Any]:
+    """`member`'s node's health, or NodeNotRunning within a few seconds with what to do.
+
+    A command whose work is done by one member's node (the acting member coordinates a
+    takeover; the tested member answers a conformance run) asks that node first, instead
+    of waiting out its own timeout for an answer that cannot come. `acting`: the member
+    is the one the command acts as (so acting as another one is a way out)."""
+    from mesh.up import node_health
+
+    health = await node_health(bus, member, timeout=NODE_CHECK_TIMEOUT_S)
+    way_out = " or act as another member with `--as MEMBER`" if acting else ""
+    if health is None:
+        raise NodeNotRunning(
+            f"{member}'s node is not running (no answer to its health request within "
+            f"{NODE_CHECK_TIMEOUT_S:g} s): {_start_hint(member)},{way_out}".rstrip(",")
+        )
+    services = health.get("services")
+    not_running = sorted(
+        name for name, state in (services.items() if isinstance(services, dict) else ())
+        if isinstance(state, dict) and state.get("state", "running") != "running"
+    )
+    if not_running:
+        raise NodeNotRunning(
+            f"{member}'s node is up but not ready (services not running: "
+            f"{', '.join(not_running)}): wait a moment and try again, or see its log"
+        )
+    return health
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:

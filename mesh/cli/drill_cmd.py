@@ -37,6 +37,8 @@ async def _drill(member: str, timeout_s: float, echo: bool) -> Outcome:
     try:
         if not bus.trust.is_member(member):
             raise ConfigError(f"{member} is not a member of the roster in force")
+        # The acting member's takeover service coordinates the drill.
+        await common.require_node(bus, acting, acting=True)
         sagas: Bucket[SagaRecord] = await bucket(bus, layout.KV_SAGAS, SagaRecord)
         saga = new_msg_id()
         events = await start_following(bus, member, saga)

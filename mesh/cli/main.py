@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -16,8 +17,13 @@ app = typer.Typer(
     help="Stekker: a federated control mesh for a sovereign European government cloud.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stekker {metadata.version('stekker')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -45,6 +51,10 @@ def _root(
         None, "--nkey", envvar="STEKKER_NATS_NKEY",
         help="NATS nkey seed file (`stekker deploy nats-config`) to log in with; default: "
         "in a `stekker up --secure` folder the acting member's, else none.",
+    ),
+    _version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.",
     ),
 ) -> None:
     common.configure(data_dir, nats, acting_as, token, nkey)
@@ -93,6 +103,9 @@ token_cmd.register(app)
 from mesh.cli import audit_cmd  # noqa: E402
 
 audit_cmd.register(app)
+from mesh.cli import doctor_cmd  # noqa: E402
+
+doctor_cmd.register(app)
 # -- end of commands --
 
 

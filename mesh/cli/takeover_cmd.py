@@ -54,6 +54,10 @@ async def _declare(member: str, reason: str, timeout_s: float, echo: bool) -> Ou
     try:
         if not bus.trust.is_member(member):
             raise ConfigError(f"--member: {member} is not a member of the roster in force")
+        if acting != member:
+            # The acting member's takeover service coordinates (or consents): without
+            # its node nobody would, and the command would wait out --timeout.
+            await common.require_node(bus, acting, acting=True)
         sagas: Bucket[SagaRecord] = await bucket(bus, layout.KV_SAGAS, SagaRecord)
         joining = running_saga([e.value for e in await sagas.items(layout.SAGA_KEYS)], member)
         saga = joining.saga if joining is not None else new_msg_id()
