@@ -39,7 +39,8 @@ async def _run(member: str, timeout_s: float, only: list[str] | None) -> list[Ch
     common.settings().acting_as = acting_member(member)
     bus = await common.open_bus(sign=True, service="conformance")
     try:
-        await common.require_node(bus, member, acting=False)
+        if bus.trust.is_member(member):  # else run_suite says it is not one
+            await common.require_node(bus, member, acting=False)
         return await run_suite(bus, member, timeout_s=timeout_s, only=only)
     finally:
         await bus.close()

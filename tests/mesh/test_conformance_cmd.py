@@ -60,3 +60,10 @@ async def test_conformance_command(nats_server: NatsCluster, tmp_path: Path) -> 
         code, out, err = await stekker(nats_server.urls, data_dir, "conformance",
                                        "--member", "nobody")
         assert code == 1 and "not a member" in err
+
+        # A member whose node is not running is not waited for: one line says so.
+        await fed.stop_node("zuidas")
+        code, out, err = await stekker(nats_server.urls, data_dir, "--as", "dommel",
+                                       "conformance", "--member", "zuidas")
+        assert code == 1 and out == ""
+        assert err.strip().startswith("stekker: zuidas's node is not running")
