@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats.errors
 import typer
 
@@ -15,12 +17,14 @@ from contracts.state import PlacementRecord
 from contracts.workload import DecisionRecord, WorkloadSpec, WorkloadSubmitted
 from mesh import layout
 from mesh.cli import common
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, MeshError
 from mesh.specfile import load_workload
 from mesh.state import Bucket, bucket
 
 # Exit code of `submit` when the federation refused the placement (no member may host it).
 EXIT_UNPLACEABLE = 2
+# Exit code of `submit` when the bus did not confirm the submission: placed or not is unknown.
+EXIT_UNKNOWN = 3
 POLL_S = 0.1
 
 
@@ -94,13 +98,37 @@ def _load(file: Path) -> WorkloadSpec:
         common.fail(str(exc))
 
 
+def submission_msg_id(spec: WorkloadSpec, revision: int) -> str:
+    """The submission's message id: the same spec submitted again over the same placement
+    state (`revision`: of its placement record, 0 for none) gets the same id, so a retry
+    after an unconfirmed publish is stored once (JetStream de-duplicates on it); after a
+    release the record's revision differs, and a new submission is a new message."""
+    digest = hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:24]
+    return f"submit-{spec.id}-{digest}-r{revision}"
+
+
+def unconfirmed(spec: WorkloadSpec, error: Exception) -> dict[str, Any]:
+    """The truthful answer when the bus did not confirm a submission: it may or may not
+    have been stored (an ack lost in a partition), so it may still be placed."""
+    return {"id": spec.id, "submitted": None, "state": "unknown",
+            "error": str(error) or type(error).__name__,
+            "check": f"stekker workload list  (or: stekker workload explain {spec.id})",
+            "retry": "submitting the same file again is safe: it is de-duplicated, and the "
+                     "first placement of a workload id stands"}
+
+
 async def _submit(spec: WorkloadSpec, wait_s: float) -> dict[str, Any] | None:
     """Publish the submission; wait (bounded) for its placement record."""
     bus = await common.open_bus(sign=True)
     try:
         placements = await _placements(bus)
         before = await placements.get(spec.id)
-        await bus.publish(WorkloadSubmitted(spec=spec), extra_headers=common.token_headers())
+        msg_id = submission_msg_id(spec, before.revision if before is not None else 0)
+        try:
+            await bus.publish(WorkloadSubmitted(spec=spec), msg_id=msg_id,
+                              extra_headers=common.token_headers())
+        except (MeshError, nats.errors.Error, TimeoutError) as exc:
+            return unconfirmed(spec, exc)
         if before is not None and before.value.state != "released":
             # The scheduler keeps the first placement of an id; say so instead of waiting.
             return {**summary(spec.id, before.value), "already_placed": True}
@@ -248,7 +276,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Submit a workload (signed by the acting member) and show where it landed.
 
-        Exit codes: 0 placed (or still pending after --wait), 2 unplaceable, 1 error.
+        Exit codes: 0 placed (or still pending after --wait), 2 unplaceable, 3 the bus
+        did not confirm the submission (placed or not is unknown: check with `workload
+        list`; submitting the same file again is safe), 1 error.
         """
         spec = _load(file)
         item = common.run(lambda: _submit(spec, wait))
@@ -259,6 +289,15 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"submitted {spec.id}; no placement yet after {wait:g} s "
                            "(see `stekker workload list`)")
             return
+        if item["state"] == "unknown":
+            if as_json:
+                common.print_json(item)
+            else:
+                typer.echo(f"{spec.id}: outcome unknown: the bus did not confirm the "
+                           f"submission ({item['error']}). It may have been stored and "
+                           f"still be placed. Check: {item['check']}. "
+                           f"Retry: {item['retry']}.", err=True)
+            raise typer.Exit(EXIT_UNKNOWN)
         if as_json:
             common.print_json(item)
         elif item.get("already_placed"):

@@ -113,3 +113,51 @@ def test_check_of_a_malformed_file_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert "\n" not in line and f"{bad}:5" in line and "replicas" in line
+
+
+def test_an_unconfirmed_submission_is_reported_as_unknown_and_retried_safely(
+    nats_server: NatsCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failpoint: the submission is stored, but its acknowledgement is lost (as in a
+    partition). The user is told the truth — unknown, how to check, that retrying is
+    safe — and a retry is stored once."""
+    from contracts.workload import WorkloadSubmitted
+    from mesh.bus import Bus
+
+    stored: list[int] = []
+    publish = Bus.publish
+
+    async def ack_lost(self: Bus, event: object, **kwargs: object) -> int:
+        seq = await publish(self, event, **kwargs)  # type: ignore[arg-type]
+        if isinstance(event, WorkloadSubmitted) and not stored:
+            stored.append(seq)
+            raise TimeoutError("nats: timeout")
+        return seq
+
+    fed_dir, url = tmp_path / "fed", nats_server.urls[0]
+    with threaded_federation(nats_server.urls, fed_dir):
+        monkeypatch.setattr(Bus, "publish", ack_lost)
+        spec = str(DEMO_WORKLOADS / "rvig-brp-kern.yaml")
+        first = cli(fed_dir, url, "submit", spec, "--json")
+        assert first.exit_code == 3, first.output
+        answer = json.loads(first.stdout)
+        assert answer["state"] == "unknown" and answer["submitted"] is None
+        assert "workload list" in answer["check"] and "safe" in answer["retry"]
+        assert stored  # the failpoint did fire after the message was stored
+
+        human = cli(fed_dir, url, "submit", spec)  # the retry the answer suggests
+        assert human.exit_code == 0, human.output
+
+        listed = {i["id"]: i for i in json.loads(cli(fed_dir, url, "list", "--json").stdout)}
+        assert listed["rvig-brp-kern"]["generation"] == 1  # placed once, not twice
+
+
+def test_submission_ids_are_stable_per_spec_and_placement_state() -> None:
+    from mesh.cli.workload_cmd import submission_msg_id
+    from mesh.specfile import load_workload
+
+    spec = load_workload(DEMO_WORKLOADS / "rvig-brp-kern.yaml")
+    other = load_workload(DEMO_WORKLOADS / "rivm-meetdata.yaml")
+    assert submission_msg_id(spec, 0) == submission_msg_id(spec, 0)
+    assert submission_msg_id(spec, 0) != submission_msg_id(spec, 7)  # after a release
+    assert submission_msg_id(spec, 0) != submission_msg_id(other, 0)
